@@ -1,0 +1,59 @@
+# bluegreen: every command the README documents, nothing hidden.
+# `make demo` and `make test` set up everything they need themselves (scripts/bootstrap.sh).
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+INVENTORY ?= inventories/local
+PLAYBOOK := $(BIN)/ansible-playbook -i $(INVENTORY)
+PYTEST_ARGS ?=
+
+.PHONY: help setup setup-runtime lint test unit integration demo release lab teardown bench clean
+
+help:
+	@echo "make demo      set up, build releases, run a blue/green upgrade under live load, print the result"
+	@echo "make test      set up and run every test (lint, unit, integration)"
+	@echo "make lint      ansible-lint (production profile) and ruff"
+	@echo "make release VERSION=x.y.z   build logplatform x.y.z into .lab/releases/"
+	@echo "make lab       bring up the one-machine lab (blue live);  make teardown  stops it"
+	@echo "make bench     run the benchmarks, figures in bench/results/"
+	@echo "make clean     stop the lab and remove .lab/ and build output"
+
+setup:
+	@scripts/bootstrap.sh dev
+
+setup-runtime:
+	@scripts/bootstrap.sh runtime
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/ansible-lint --offline --profile production playbooks roles
+
+test: setup lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: setup
+	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+
+integration: setup
+	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+release: setup-runtime
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=x.y.z" >&2; exit 2; }
+	$(BIN)/bluegreen release $(VERSION)
+
+lab: setup-runtime
+	$(PLAYBOOK) playbooks/site.yml
+
+teardown: setup-runtime
+	$(PLAYBOOK) playbooks/teardown.yml
+
+bench: setup
+	$(BIN)/python bench/ingest.py
+
+demo: setup-runtime
+	$(BIN)/python -m bluegreen.demo
+
+clean:
+	-@[ -x $(BIN)/ansible-playbook ] && $(PLAYBOOK) playbooks/teardown.yml -e bluegreen_purge=true
+	rm -rf .lab build dist *.egg-info logplatform/*.egg-info logplatform/build .pytest_cache .ruff_cache
