@@ -20,7 +20,9 @@ class HAProxyRuntimeError(Exception):
 
 def _check_part(part: str) -> str:
     if not part or any(ch in part for ch in "\n\r;"):
-        raise HAProxyRuntimeError(f"refusing runtime API argument {part!r}: empty, or contains a newline or ';'")
+        raise HAProxyRuntimeError(
+            f"refusing runtime API argument {part!r}: empty, or contains a newline or ';'"
+        )
     return part
 
 

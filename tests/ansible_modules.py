@@ -1,0 +1,57 @@
+"""Run our Ansible modules in-process, the usual way: patched args, exit_json/fail_json captured."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+from unittest import mock
+
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+
+from tests.conftest import REPO
+
+
+class AnsibleExitJson(Exception):
+    def __init__(self, result: dict) -> None:
+        super().__init__(result)
+        self.result = result
+
+
+class AnsibleFailJson(Exception):
+    def __init__(self, result: dict) -> None:
+        super().__init__(result)
+        self.result = result
+
+
+def _exit_json(self: basic.AnsibleModule, **kwargs: Any) -> None:
+    raise AnsibleExitJson(kwargs)
+
+
+def _fail_json(self: basic.AnsibleModule, **kwargs: Any) -> None:
+    raise AnsibleFailJson(kwargs)
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "plugins" / "modules" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_module(name: str, args: dict, check_mode: bool = False) -> tuple[bool, dict]:
+    """(failed, result) of one module run."""
+    module = load(name)
+    if check_mode:
+        args = {**args, "_ansible_check_mode": True}
+    with (
+        patch_module_args(args),
+        mock.patch.multiple(basic.AnsibleModule, exit_json=_exit_json, fail_json=_fail_json),
+    ):
+        try:
+            module.main()
+        except AnsibleExitJson as done:
+            return False, done.result
+        except AnsibleFailJson as failed:
+            return True, failed.result
+    raise AssertionError(f"module {name} returned without exit_json or fail_json")
