@@ -1,0 +1,216 @@
+"""HTTP routes and per-app state: ``create_app(config)`` builds a ready-to-run aiohttp app.
+
+The app owns its sink (opened on start-up, flushed and closed on cleanup, i.e. after aiohttp has
+stopped listening and waited for in-flight requests) and its metrics registry. Readiness is set
+from outside (``State.mark_started`` / ``State.mark_draining``) by the process lifecycle in
+``__main__``, which decides when the node may receive traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ._version import __version__
+from .config import Config, config_digest, shared_config_digest
+from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .sink import Sink, SinkError
+from .validate import BatchRejected, Enrichment, body_format, format_ts, prepare_batch
+
+__all__ = ["STATE", "State", "create_app"]
+
+STARTING = "starting"
+READY = "ready"
+DRAINING = "draining"
+NOT_READY = "not-ready"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class State:
+    """What the handlers and the lifecycle share for one running service."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        # fault.report_version (TEST-ONLY) lets a deploy test see a "wrong version" node.
+        self.version = config.fault.report_version or __version__
+        self.started_at = format_ts(datetime.now(UTC))
+        self.status = STARTING
+        self.inflight = 0
+        self.batches_ok = 0
+        self.batches_rejected = 0
+        self.batches_error = 0
+        self.entries_accepted = 0
+        self.metrics = Metrics(version=self.version, color=config.color, node=config.node)
+        self.sink = Sink(config.sink_dir, config.node, fsync=config.fsync, on_commit=self.metrics.on_commit)
+        self.enrichment = Enrichment(color=config.color, version=self.version, node=config.node)
+        self.levels = frozenset(config.levels)
+        self.version_body = orjson.dumps(
+            {
+                "version": self.version,
+                "color": config.color,
+                "node": config.node,
+                "config_digest": config_digest(config),
+                "shared_config_digest": shared_config_digest(config),
+                "started_at": self.started_at,
+            }
+        )
+
+    def _set_status(self, status: str) -> None:
+        self.status = status
+        self.metrics.set_ready(status == READY)
+
+    def mark_started(self) -> None:
+        """Listening and the sink is open: ready (unless fault.never_ready, TEST-ONLY)."""
+        if self.status == STARTING:
+            self._set_status(NOT_READY if self.config.fault.never_ready else READY)
+
+    def mark_draining(self) -> None:
+        """Shutting down: still serving, but telling the load balancer to stop sending."""
+        self._set_status(DRAINING)
+
+    def counts(self) -> dict[str, int]:
+        """Totals for the "stopped" log line."""
+        return {
+            "batches_ok": self.batches_ok,
+            "batches_rejected": self.batches_rejected,
+            "batches_error": self.batches_error,
+            "entries_accepted": self.entries_accepted,
+            "sink_commits": self.sink.commits,
+            "sink_bytes": self.sink.bytes_written,
+        }
+
+
+STATE = web.AppKey("state", State)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """Read the body, refusing it as soon as it grows past ``limit`` (chunked bodies too)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise BatchRejected(413, "body_too_large", f"body is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def ingest(request: web.Request) -> web.Response:
+    """POST /v1/logs: 200 only once every entry of the batch is durably in the sink."""
+    state = request.app[STATE]
+    config = state.config
+    fault = config.fault
+    if fault.extra_latency_ms:
+        await asyncio.sleep(fault.extra_latency_ms / 1000)
+    if fault.error_rate and random.random() < fault.error_rate:  # noqa: S311 - not cryptographic
+        state.batches_error += 1
+        state.metrics.record_error()
+        return _json({"error": "injected fault (fault.error_rate, TEST-ONLY); nothing written"}, 500)
+
+    try:
+        # Cheap refusals first, before reading a byte of the body. A missing Content-Type
+        # reads as application/octet-stream here, which body_format treats as "sniff".
+        content_type = request.content_type.lower()
+        length = request.content_length
+        if length is not None and length > config.max_body_bytes:
+            raise BatchRejected(
+                413, "body_too_large", f"body is larger than the limit of {config.max_body_bytes} bytes"
+            )
+        fmt = body_format(content_type)  # 415 for text/html and the like
+        body = await _read_body(request, config.max_body_bytes)
+        batch = prepare_batch(
+            body,
+            fmt,
+            max_entries=config.max_batch_entries,
+            levels=state.levels,
+            enrichment=state.enrichment,
+            ingested_at=format_ts(datetime.now(UTC)),
+        )
+    except BatchRejected as exc:
+        state.batches_rejected += 1
+        state.metrics.record_rejected(exc.code)
+        return _json(exc.to_json(), exc.status)
+
+    try:
+        await state.sink.append(batch.data, batch.count)
+    except SinkError as exc:
+        state.batches_error += 1
+        state.metrics.record_error()
+        return _json({"error": str(exc)}, 500)
+
+    state.batches_ok += 1
+    state.entries_accepted += batch.count
+    state.metrics.record_accepted(batch.counts)
+    return _json({"accepted": batch.count})
+
+
+async def health_live(request: web.Request) -> web.Response:
+    """GET /health/live: the process is up and its event loop answers."""
+    return _json({"status": "live"})
+
+
+async def health_ready(request: web.Request) -> web.Response:
+    """GET /health/ready: 200 only when started and not draining (what the lb checks)."""
+    status = request.app[STATE].status
+    return _json({"status": status}, 200 if status == READY else 503)
+
+
+async def version(request: web.Request) -> web.Response:
+    """GET /version: what runs here and with which config."""
+    return web.Response(body=request.app[STATE].version_body, content_type="application/json")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text format."""
+    body = request.app[STATE].metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """In-flight gauge and latency histogram, once per request."""
+    state = request.app[STATE]
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    state.inflight += 1
+    state.metrics.inflight.inc()
+    began = time.perf_counter()
+    try:
+        return await handler(request)
+    finally:
+        state.inflight -= 1
+        state.metrics.inflight.dec()
+        state.metrics.request_duration.labels(route).observe(time.perf_counter() - began)
+
+
+async def _sink_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    sink = app[STATE].sink
+    await sink.start()
+    yield
+    # Runs after the listener is closed and in-flight requests are done (AppRunner.cleanup).
+    await sink.close()
+
+
+def create_app(config: Config) -> web.Application:
+    """The service as an aiohttp app; its state is ``app[STATE]``."""
+    app = web.Application(middlewares=[_observe])
+    app[STATE] = State(config)
+    app.cleanup_ctx.append(_sink_lifecycle)
+    app.router.add_post("/v1/logs", ingest)
+    app.router.add_get("/health/live", health_live)
+    app.router.add_get("/health/ready", health_ready)
+    app.router.add_get("/version", version)
+    app.router.add_get("/metrics", metrics)
+    return app
