@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import socket
+import time
 
 from ansible.module_utils.bluegreen_files import atomic_write, read_text
 
@@ -35,6 +36,15 @@ def now() -> str:
 
 def parse_time(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+
+
+def stage_durations(marks: dict, end: float) -> dict:
+    """Seconds per stage from each stage's start time (epoch seconds) to the next one's (or end)."""
+    ordered = sorted((float(start), stage) for stage, start in marks.items())
+    ends = [start for start, _ in ordered[1:]] + [end]
+    durations = {stage: round(stop - start, 3) for (start, stage), stop in zip(ordered, ends, strict=True)}
+    durations["total"] = round(end - ordered[0][0], 3) if ordered else 0.0
+    return durations
 
 
 def other_color(color: str) -> str:
@@ -83,9 +93,11 @@ class StateDir:
 
     # --- history.jsonl ------------------------------------------------------------------------
     def record(self, entry: dict) -> dict:
-        """Append one history line (with its time) and fsync it."""
+        """Append one history line (with its time, and stage durations from `marks`) and fsync it."""
         os.makedirs(self.path, exist_ok=True)
         entry = {"at": now(), **entry}
+        if entry.get("marks"):
+            entry["durations_s"] = stage_durations(entry["marks"], time.time())
         line = json.dumps(entry, sort_keys=True) + "\n"
         fd = os.open(self._file(HISTORY_FILE), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:

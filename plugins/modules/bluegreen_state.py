@@ -99,7 +99,7 @@ broken_lock:
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.bluegreen_state import COLORS, StateDir, StateError
+from ansible.module_utils.bluegreen_state import COLORS, StateDir, StateError, describe_holder
 
 
 def _read(module: AnsibleModule, store: StateDir, state: dict | None) -> dict:
@@ -144,10 +144,12 @@ def _lock(module: AnsibleModule, store: StateDir, state: dict | None) -> dict:
     current = store.lock_info()
     if current and current.get("deployment_id") == holder["deployment_id"]:
         return {"changed": False}  # re-entrant for the same deployment
+    if current and not module.params["break_lock"]:
+        raise StateError(describe_holder(current))  # refused in check mode too: a real run would be
     result: dict = {"changed": True}
     if module.check_mode:
         return result
-    if current and module.params["break_lock"]:
+    if current:
         by = {key: holder.get(key) for key in ("user", "host", "deployment_id")}
         result["broken_lock"] = store.break_lock(by)
     store.acquire(holder)

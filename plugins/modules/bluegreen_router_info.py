@@ -1,0 +1,100 @@
+#!/usr/bin/python
+"""What HAProxy is doing: live color, and each color's backend health and counters."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: bluegreen_router_info
+short_description: Read the live color and the health of each color's backend from HAProxy
+description:
+  - Reads the live color from HAProxy's live-color map and C(show stat) through the runtime API.
+  - With I(require_healthy), fails naming every server of that color that HAProxy does not see UP.
+  - Never changes anything.
+options:
+  socket:
+    description: HAProxy's admin runtime API socket.
+    type: path
+    required: true
+  map:
+    description: Path of the live-color map file, as named in haproxy.cfg.
+    type: path
+    required: true
+  require_healthy:
+    description: Colors whose backend must have every server UP (at least one server).
+    type: list
+    elements: str
+    default: []
+author: bluegreen
+"""
+
+EXAMPLES = r"""
+- name: Check the live color is healthy
+  bluegreen_router_info:
+    socket: /var/lib/bluegreen/haproxy/admin.sock
+    map: /var/lib/bluegreen/haproxy/live.map
+    require_healthy: [blue]
+"""
+
+RETURN = r"""
+live:
+  description: The live color HAProxy routes to.
+  returned: always
+  type: str
+idle:
+  description: The other color (where the preview frontend routes).
+  returned: always
+  type: str
+colors:
+  description: Per color, its backend's status, servers_up, servers_total, queue, counters and servers.
+  returned: always
+  type: dict
+"""
+
+import socket
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.bluegreen_haproxy import HAProxyRuntime, HAProxyRuntimeError
+from ansible.module_utils.bluegreen_state import COLORS, other_color
+from ansible.module_utils.bluegreen_stats import backend_name, summarize, unhealthy_servers
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "socket": {"type": "path", "required": True},
+            "map": {"type": "path", "required": True},
+            "require_healthy": {"type": "list", "elements": "str", "default": []},
+        },
+        supports_check_mode=True,
+    )
+    where = f"lb {socket.gethostname()}"
+    runtime = HAProxyRuntime(module.params["socket"])
+    try:
+        live = runtime.show_map(module.params["map"]).get("live")
+        backends = summarize(runtime.show_stat())
+    except HAProxyRuntimeError as exc:
+        module.fail_json(msg=f"router check on {where}: {exc}")
+    if live not in COLORS:
+        module.fail_json(msg=f"router check on {where}: no valid live color in HAProxy's map: {live!r}")
+    colors = {
+        color: backends.get(backend_name(color), {"servers": {}, "servers_up": 0, "servers_total": 0})
+        for color in COLORS
+    }
+    result = {"changed": False, "live": live, "idle": other_color(live), "colors": colors}
+    for color in module.params["require_healthy"]:
+        if color not in COLORS:
+            module.fail_json(msg=f"require_healthy: unknown color {color!r}", **result)
+        backend = colors[color]
+        down = unhealthy_servers(backend)
+        if backend["servers_total"] == 0 or down:
+            observed = ", ".join(down) or "no servers"
+            module.fail_json(
+                msg=f"health check on {where}: {color} is not healthy in HAProxy: {observed}",
+                **result,
+            )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
