@@ -49,6 +49,10 @@ colors:
   description: Per color, its backend's status, servers_up, servers_total, queue, counters and servers.
   returned: always
   type: dict
+servers:
+  description: Every server of both colors as a flat list (color, name, address, status, check_status).
+  returned: always
+  type: list
 """
 
 import socket
@@ -81,7 +85,12 @@ def main() -> None:
         color: backends.get(backend_name(color), {"servers": {}, "servers_up": 0, "servers_total": 0})
         for color in COLORS
     }
-    result = {"changed": False, "live": live, "idle": other_color(live), "colors": colors}
+    servers = [
+        {"color": color, "name": name, **server}
+        for color in COLORS
+        for name, server in sorted(colors[color]["servers"].items())
+    ]
+    result = {"changed": False, "live": live, "idle": other_color(live), "colors": colors, "servers": servers}
     for color in module.params["require_healthy"]:
         if color not in COLORS:
             module.fail_json(msg=f"require_healthy: unknown color {color!r}", **result)

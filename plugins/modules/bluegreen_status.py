@@ -1,0 +1,164 @@
+#!/usr/bin/python
+"""Everything an operator asks first, in one read-only call on an lb host."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: bluegreen_status
+short_description: Live color, versions, node health, lock, running deployment and recent history
+description:
+  - Reads state.json, deploy.lock and history.jsonl from I(state_dir), the live color and every
+    server's health from HAProxy's runtime API, and each node's C(/version) at the address HAProxy
+    routes to. Returns it structured (I(status)) and as lines for humans (I(lines)).
+  - Never changes anything.
+options:
+  socket:
+    description: HAProxy's admin runtime API socket.
+    type: path
+    required: true
+  map:
+    description: Path of the live-color map file, as named in haproxy.cfg.
+    type: path
+    required: true
+  state_dir:
+    description: bluegreen state directory.
+    type: path
+    required: true
+  history_lines:
+    description: How many recent history entries to include.
+    type: int
+    default: 5
+  timeout:
+    description: Seconds to wait for each node's /version.
+    type: float
+    default: 3.0
+author: bluegreen
+"""
+
+EXAMPLES = r"""
+- name: Read the status
+  bluegreen_status:
+    socket: /var/lib/bluegreen/haproxy/admin.sock
+    map: /var/lib/bluegreen/haproxy/live.map
+    state_dir: /var/lib/bluegreen/state
+  register: status
+"""
+
+RETURN = r"""
+status:
+  description: live, idle, state_live, agree, versions, warm_until, deployment, lock, nodes, history.
+  returned: always
+  type: dict
+lines:
+  description: The same, one line per fact, for humans.
+  returned: always
+  type: list
+"""
+
+import json
+import socket
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.bluegreen_haproxy import HAProxyRuntime, HAProxyRuntimeError
+from ansible.module_utils.bluegreen_state import COLORS, StateDir, StateError, other_color
+from ansible.module_utils.bluegreen_stats import summarize
+from ansible.module_utils.urls import open_url
+
+
+def node_version(address: str, timeout: float) -> str | None:
+    try:
+        with open_url(f"http://{address}/version", timeout=timeout) as resp:
+            return json.loads(resp.read()).get("version")
+    except Exception:  # any failure means "does not answer", which is what status reports
+        return None
+
+
+def collect(module: AnsibleModule) -> dict:
+    p = module.params
+    store = StateDir(p["state_dir"])
+    state = store.read() or {}
+    runtime = HAProxyRuntime(p["socket"])
+    live = runtime.show_map(p["map"]).get("live")
+    backends = summarize(runtime.show_stat())
+    nodes = []
+    for color in COLORS:
+        for name, server in sorted(backends.get(f"bg_{color}", {}).get("servers", {}).items()):
+            nodes.append(
+                {
+                    "name": name,
+                    "color": color,
+                    "address": server["address"],
+                    "haproxy": server["status"],
+                    "check": server["check_status"],
+                    "version": node_version(server["address"], p["timeout"]),
+                }
+            )
+    return {
+        "lb": socket.gethostname(),
+        "live": live,
+        "idle": other_color(live) if live in COLORS else None,
+        "state_live": state.get("live"),
+        "agree": state.get("live") == live,
+        "versions": state.get("versions", {}),
+        "warm_until": state.get("warm_until"),
+        "deployment": state.get("deployment"),
+        "lock": store.lock_info(),
+        "nodes": nodes,
+        "history": store.history(p["history_lines"]) if p["history_lines"] else [],
+    }
+
+
+def render(s: dict) -> list[str]:
+    versions = s["versions"]
+    lines = [
+        f"live   {s['live']} ({versions.get(s['live'], '?')})"
+        + ("" if s["agree"] else f"   !! state.json says {s['state_live']}"),
+        f"idle   {s['idle']} ({versions.get(s['idle'], '?')}), warm until {s['warm_until'] or 'n/a'}",
+    ]
+    lines += [
+        f"node   {n['name']:<10} {n['color']:<5} {n['haproxy']:<6} version {n['version'] or 'not answering'}"
+        for n in s["nodes"]
+    ]
+    lock = s["lock"]
+    if not lock:
+        lines.append("lock   free")
+    else:
+        stale = f"  STALE: {lock.get('stale_reason')}" if lock.get("stale") else ""
+        lines.append(
+            f"lock   {lock.get('deployment_id')} ({lock.get('action')}) "
+            f"by {lock.get('user')}@{lock.get('host')} pid {lock.get('pid')} "
+            f"since {lock.get('started_at')}{stale}"
+        )
+    deployment = s["deployment"]
+    lines.append(
+        f"deploy {deployment['id']} at stage {deployment['stage']}" if deployment else "deploy none running"
+    )
+    lines += [
+        f"past   {h.get('at', '?')[:19]} {h.get('action')} {h.get('from', '')}->{h.get('to', '')} "
+        f"{h.get('version', '')} {h.get('result', '')}"
+        for h in s["history"]
+    ]
+    return lines
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "socket": {"type": "path", "required": True},
+            "map": {"type": "path", "required": True},
+            "state_dir": {"type": "path", "required": True},
+            "history_lines": {"type": "int", "default": 5},
+            "timeout": {"type": "float", "default": 3.0},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        status = collect(module)
+    except (HAProxyRuntimeError, StateError) as exc:
+        module.fail_json(msg=f"status on lb {socket.gethostname()}: {exc}")
+    module.exit_json(changed=False, status=status, lines=render(status))
+
+
+if __name__ == "__main__":
+    main()
