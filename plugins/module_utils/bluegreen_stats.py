@@ -46,7 +46,7 @@ def summarize(rows: list[dict[str, str]]) -> dict[str, dict]:
         else:
             backend["servers"][name] = {
                 "status": row.get("status"),
-                "check_status": row.get("check_status"),
+                "check_status": (row.get("check_status") or "").lstrip("* "),  # "* " = check running
                 "address": row.get("addr"),
                 "scur": _int(row.get("scur")),
                 "stot": _int(row.get("stot")),
