@@ -1,8 +1,15 @@
 """A real HAProxy for unit tests: live and preview frontends routed by the live-color map, like
-roles/haproxy renders, with backends that answer their own color (no node processes needed)."""
+roles/haproxy renders, with backends that answer their own color (no node processes needed).
+
+With `nodes` (color -> addresses of real HTTP servers, see node_fixture), the backends forward to
+those servers instead and health-check them (`GET /health/ready` every 200 ms), as in production;
+with `load_state`, HAProxy loads its server-state-file at start."""
 
 from __future__ import annotations
 
+import csv
+import http.client
+import io
 import shutil
 import signal
 import socket
@@ -22,18 +29,29 @@ defaults
     timeout connect 2s
     timeout client 10s
     timeout server 10s
+    load-server-state-from-file {load_state}
 frontend live
     bind 127.0.0.1:{live_port}
     use_backend bg_%[str(live),map({dir}/live.map,blue)]
 frontend preview
     bind 127.0.0.1:{preview_port}
     use_backend bg_%[str(live),map({dir}/live.map,blue),map({dir}/idle.map)]
+{backends}"""
+
+STANDALONE_BACKENDS = """
 backend bg_blue
     http-request return status 200 content-type text/plain string blue
     server blue-1 127.0.0.1:9 disabled
 backend bg_green
     http-request return status 200 content-type text/plain string green
     server green-1 127.0.0.1:9 disabled
+"""
+
+CHECKED_BACKEND = """
+backend bg_{color}
+    option httpchk GET /health/ready
+    default-server check inter 200ms fall 2 rise 1
+{servers}
 """
 
 
@@ -66,6 +84,48 @@ class HAProxy:
                 data += chunk
         return data.split(b"\r\n\r\n", 1)[1].decode()
 
+    def request(self, port: int, method: str = "GET", path: str = "/") -> int:
+        """Send one request through a frontend; its HTTP status."""
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request(method, path, body=b"{}" if method == "POST" else None)
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+    def command(self, line: str) -> str:
+        """One runtime API command, answered as text (independent of the code under test)."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(self.socket)
+            sock.sendall(line.encode() + b"\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return data.decode()
+
+    def server_status(self) -> dict[str, str]:
+        """Every server's status (UP, DOWN, MAINT, ...) by `backend/server`, as `show stat` says now."""
+        rows = csv.DictReader(io.StringIO(self.command("show stat").removeprefix("# ")))
+        return {
+            f"{row['pxname']}/{row['svname']}": row["status"]
+            for row in rows
+            if row["svname"] not in ("FRONTEND", "BACKEND")
+        }
+
+    def wait_status(self, expected: dict[str, str], timeout: float = 5.0) -> None:
+        """Wait until every named server has its expected status (health checks run every 200 ms)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self.server_status()
+            if all(now.get(name) == status for name, status in expected.items()):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"servers did not reach {expected} in {timeout}s: {now}")
+            time.sleep(0.05)
+
 
 def _launch(directory: Path) -> subprocess.Popen:
     sock = directory / "admin.sock"
@@ -83,13 +143,51 @@ def _launch(directory: Path) -> subprocess.Popen:
     return proc
 
 
-def start(directory: Path, live: str = "blue") -> HAProxy:
+def _backends(nodes: dict[str, list[str]] | None) -> str:
+    if nodes is None:
+        return STANDALONE_BACKENDS
+    return "".join(
+        CHECKED_BACKEND.format(
+            color=color,
+            servers="\n".join(
+                f"    server {color}-{n} {address}" for n, address in enumerate(nodes.get(color, []), 1)
+            ),
+        )
+        for color in ("blue", "green")
+    )
+
+
+def start(
+    directory: Path, live: str = "blue", nodes: dict[str, list[str]] | None = None, load_state: bool = False
+) -> HAProxy:
+    """Start HAProxy; with nodes, return once its health checks see every node UP."""
     (directory / "live.map").write_text(f"live {live}\n")
     (directory / "idle.map").write_text("blue green\ngreen blue\n")
     live_port, preview_port = free_port(), free_port()
     cfg = directory / "haproxy.cfg"
-    cfg.write_text(CONFIG.format(dir=directory, live_port=live_port, preview_port=preview_port))
-    return HAProxy(directory, live_port, preview_port, _launch(directory))
+    cfg.write_text(
+        CONFIG.format(
+            dir=directory,
+            live_port=live_port,
+            preview_port=preview_port,
+            load_state="global" if load_state else "none",
+            backends=_backends(nodes),
+        )
+    )
+    haproxy = HAProxy(directory, live_port, preview_port, _launch(directory))
+    if nodes:
+        try:
+            haproxy.wait_status(
+                {
+                    f"bg_{color}/{color}-{n}": "UP"
+                    for color, addresses in nodes.items()
+                    for n in range(1, len(addresses) + 1)
+                }
+            )
+        except AssertionError:
+            stop(haproxy)
+            raise
+    return haproxy
 
 
 def restart(haproxy: HAProxy) -> None:
