@@ -70,16 +70,17 @@ def unhealthy_servers(backend: dict) -> list[str]:
 def interval_rates(before: dict, after: dict, seconds: float) -> dict:
     """Requests, errors and error rate of a backend between two summaries of it."""
     delta = {key: after["counters"][key] - before["counters"][key] for key in COUNTERS}
-    responses = sum(delta[f"hrsp_{n}xx"] for n in range(1, 6))
-    # a failed connection or a broken response never reaches hrsp_*, so count them as errors too
-    errors = delta["hrsp_5xx"] + delta["econ"] + delta["eresp"]
-    attempts = responses + delta["econ"] + delta["eresp"]
+    # Every request the backend answered is in exactly one hrsp_* counter, including the 502/503
+    # HAProxy itself sends when a connection fails or a response breaks (econ/eresp are kept in
+    # `delta` as the reason, never added again: that would count each such failure twice).
+    requests = sum(delta[f"hrsp_{n}xx"] for n in range(1, 6))
+    errors = delta["hrsp_5xx"]
     return {
         "seconds": round(seconds, 3),
-        "requests": attempts,
+        "requests": requests,
         "errors": errors,
-        "error_rate": round(errors / attempts, 4) if attempts else 0.0,
-        "req_per_s": round(attempts / seconds, 1) if seconds > 0 else 0.0,
+        "error_rate": round(errors / requests, 4) if requests else 0.0,
+        "req_per_s": round(requests / seconds, 1) if seconds > 0 else 0.0,
         "queue": after["qcur"],
         "delta": delta,
     }

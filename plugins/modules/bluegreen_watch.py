@@ -9,8 +9,9 @@ module: bluegreen_watch
 short_description: Watch a color's error rate, connection errors and queue in HAProxy after a switch
 description:
   - Samples C(show stat) every I(interval) seconds for I(seconds). In every interval with at least
-    I(min_requests) requests, the error rate (5xx answers, connection errors and broken responses over
-    all attempts) must stay at or under I(max_error_rate), and the queue at or under I(max_queue).
+    I(min_requests) requests, the error rate (5xx answers, which include HAProxy's own 502/503 for failed
+    connections and broken responses, over all answers) must stay at or under I(max_error_rate), and
+    the queue at or under I(max_queue).
   - Fails at the first interval over a threshold, naming it and the observed value, so the caller can
     roll back within one interval. Never changes anything.
 options:
@@ -32,7 +33,9 @@ options:
     type: float
     default: 1.0
   max_error_rate:
-    description: Highest error rate (0..1) allowed in an interval.
+    description:
+      - Highest error rate (0..1) allowed in an interval. Errors are 5xx answers, including the 502/503
+        HAProxy itself sends when a connection or a response fails; the rate is over all answers.
     type: float
     default: 0.01
   min_requests:

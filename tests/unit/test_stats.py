@@ -121,11 +121,6 @@ def test_real_5xx_answers_count_once(lb_with_nodes):
     assert (rates["requests"], rates["errors"], rates["error_rate"]) == (10, 5, 0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: interval_rates adds eresp (and econ) to hrsp_5xx, but HAProxy already counts the 502 "
-    "(503) it answers for such a failure in the backend's hrsp_5xx, so each failure counts twice",
-)
 def test_broken_responses_count_once(lb_with_nodes):
     lb, (_, bad) = lb_with_nodes
     lb.command("disable health bg_blue/blue-2")  # HAProxy keeps routing to it, as before a check fails

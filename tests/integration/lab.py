@@ -1,0 +1,87 @@
+"""Driving the one-machine lab from tests: playbook runs, recaps, processes, sinks."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from tests.conftest import LAB, REPO, VENV_BIN
+
+LIVE_URL = "http://127.0.0.1:8080"
+PREVIEW_URL = "http://127.0.0.1:8081"
+STATS_URL = "http://127.0.0.1:8404/stats;csv"
+HAPROXY_DIR = LAB / "lb" / "haproxy"
+NODES = {"blue-1": 9101, "blue-2": 9102, "green-1": 9201, "green-2": 9202}
+RECAP_LINE = re.compile(
+    r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE
+)
+
+
+@dataclass
+class PlaybookRun:
+    returncode: int
+    output: str
+
+    def recap(self) -> dict[str, dict[str, int]]:
+        """Per host: ok, changed, unreachable, failed from the PLAY RECAP."""
+        return {
+            host: {"ok": int(ok), "changed": int(ch), "unreachable": int(un), "failed": int(fa)}
+            for host, ok, ch, un, fa in RECAP_LINE.findall(self.output)
+        }
+
+
+def run_playbook(name: str, *args: str, timeout: int = 600) -> PlaybookRun:
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), f"playbooks/{name}", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+
+
+def supervisord_pids() -> list[int]:
+    """PIDs of every supervisord the lab started, from their pid files."""
+    pids = []
+    for pidfile in LAB.glob("**/supervisor/supervisord.pid"):
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if Path(f"/proc/{pid}").exists():
+            pids.append(pid)
+    return pids
+
+
+def stop_lab(purge: bool = False) -> None:
+    """Stop the lab with the teardown playbook; anything left is stopped by PID."""
+    run_playbook("teardown.yml", *(["-e", "bluegreen_purge=true"] if purge else []))
+    for pid in supervisord_pids():
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while supervisord_pids() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def sink_lines(root: Path = LAB) -> list[dict]:
+    """Every line of every node's sink under root."""
+    lines = []
+    for path in sorted(root.glob("**/sink/*.ndjson")):
+        with path.open("rb") as fh:
+            lines.extend(orjson.loads(line) for line in fh if line.strip())
+    return lines
+
+
+def sink_ids(root: Path = LAB) -> list[str]:
+    return [line["id"] for line in sink_lines(root) if "id" in line]
