@@ -258,3 +258,10 @@ def test_default_limits_take_10000_entries_and_refuse_more(start_service: Start)
     assert resp.status == 413
     assert "10000" in resp.json()["error"]
     assert len(svc.sink_lines()) == 10_000
+
+
+def test_fault_error_after_requests_serves_the_first_batches_then_500(start_service: Start) -> None:
+    svc = start_service(fault={"error_rate": 1.0, "error_after_requests": 2})
+    statuses = [svc.post_json([entry(n, id=f"after-{n}")]).status for n in range(4)]
+    assert statuses == [200, 200, 500, 500]
+    assert sorted(line["id"] for line in svc.sink_lines()) == ["after-0", "after-1"]

@@ -47,6 +47,7 @@ class State:
         self.batches_ok = 0
         self.batches_rejected = 0
         self.batches_error = 0
+        self.posts_seen = 0  # POST /v1/logs received, for fault.error_after_requests (TEST-ONLY)
         self.entries_accepted = 0
         self.metrics = Metrics(version=self.version, color=config.color, node=config.node)
         self.sink = Sink(config.sink_dir, config.node, fsync=config.fsync, on_commit=self.metrics.on_commit)
@@ -114,7 +115,9 @@ async def ingest(request: web.Request) -> web.Response:
     fault = config.fault
     if fault.extra_latency_ms:
         await asyncio.sleep(fault.extra_latency_ms / 1000)
-    if fault.error_rate and random.random() < fault.error_rate:  # noqa: S311 - not cryptographic
+    state.posts_seen += 1
+    erroring = fault.error_rate and state.posts_seen > fault.error_after_requests
+    if erroring and random.random() < fault.error_rate:  # noqa: S311 - not cryptographic
         state.batches_error += 1
         state.metrics.record_error()
         return _json({"error": "injected fault (fault.error_rate, TEST-ONLY); nothing written"}, 500)

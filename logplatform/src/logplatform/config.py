@@ -73,6 +73,8 @@ class FaultConfig:
     crash_on_start: bool = False  # exit 3 right after start-up, before ready
     never_ready: bool = False  # serve, but /health/ready stays 503 "not-ready"
     error_rate: float = 0.0  # fraction of POST /v1/logs answered 500 without writing
+    error_after_requests: int = 0  # error_rate applies only after this many POST /v1/logs (a release
+    # that passes its canary, then fails under traffic)
     extra_latency_ms: float = 0.0  # added to every POST /v1/logs
     report_version: str = ""  # if set, reported instead of the real version
 
@@ -114,6 +116,7 @@ _FAULT_KEYS: dict[str, str] = {
     "crash_on_start": "bool",
     "never_ready": "bool",
     "error_rate": "float",
+    "error_after_requests": "int",
     "extra_latency_ms": "float",
     "report_version": "str",
 }
@@ -171,6 +174,9 @@ def _parse_fault(raw: dict[str, Any]) -> FaultConfig:
         )
     if fault.extra_latency_ms < 0:
         raise ConfigError("config key 'fault.extra_latency_ms' must be >= 0", "fault.extra_latency_ms")
+    if fault.error_after_requests < 0:
+        key = "fault.error_after_requests"
+        raise ConfigError(f"config key '{key}' must be >= 0", key)
     return fault
 
 
@@ -269,6 +275,7 @@ def effective_config(config: Config) -> dict[str, Any]:
             "crash_on_start": fault.crash_on_start,
             "never_ready": fault.never_ready,
             "error_rate": fault.error_rate,
+            "error_after_requests": fault.error_after_requests,
             "extra_latency_ms": fault.extra_latency_ms,
             "report_version": fault.report_version,
         },
