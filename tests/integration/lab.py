@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -85,3 +86,89 @@ def sink_lines(root: Path = LAB) -> list[dict]:
 
 def sink_ids(root: Path = LAB) -> list[str]:
     return [line["id"] for line in sink_lines(root) if "id" in line]
+
+
+STATE_DIR = LAB / "lb" / "state"
+
+
+def state() -> dict:
+    return orjson.loads((STATE_DIR / "state.json").read_bytes())
+
+
+def history() -> list[dict]:
+    path = STATE_DIR / "history.jsonl"
+    return (
+        [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+        if path.exists()
+        else []
+    )
+
+
+def runtime(command: str) -> str:
+    """One HAProxy runtime API command (raw socket: the tests do not use the code they check)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(HAPROXY_DIR / "admin.sock"))
+        sock.sendall(command.encode() + b"\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data.decode()
+
+
+def haproxy_live() -> str:
+    """The live color HAProxy routes to, from its map in memory."""
+    for line in runtime(f"show map {HAPROXY_DIR / 'live.map'}").splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[1] == "live":
+            return fields[2]
+    raise AssertionError("HAProxy has no live entry in its map")
+
+
+def backend_requests(color: str) -> int:
+    """Total requests HAProxy sent to a color's backend (stot of its BACKEND row)."""
+    for line in runtime("show stat").splitlines():
+        fields = line.split(",")
+        if len(fields) > 7 and fields[0] == f"bg_{color}" and fields[1] == "BACKEND":
+            return int(fields[7])
+    raise AssertionError(f"no backend bg_{color} in HAProxy's stats")
+
+
+def build_release(version: str) -> None:
+    subprocess.run([str(VENV_BIN / "bluegreen"), "release", version], check=True, capture_output=True)
+
+
+class Loadgen:
+    """bluegreen loadgen in the background through the live frontend; stop() then verify()."""
+
+    def __init__(self, out: Path, rate: int = 200, batch: int = 10) -> None:
+        self.out = out
+        self.proc = subprocess.Popen(
+            [
+                *(str(VENV_BIN / "bluegreen"), "loadgen", "--rate", str(rate), "--batch", str(batch)),
+                *("--out", str(out), "--quiet"),
+            ],
+            cwd=REPO,
+        )
+        deadline = time.monotonic() + 10
+        while not (out / "requests.ndjson").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def verify(self) -> dict:
+        result = subprocess.run(
+            [str(VENV_BIN / "bluegreen"), "verify", "--run", str(self.out), "--json"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return orjson.loads(result.stdout)

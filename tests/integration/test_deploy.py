@@ -1,0 +1,263 @@
+"""The deployment controller end to end on the local lab, under live load."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.conftest import REPO, VENV_BIN
+from tests.integration.lab import (
+    HAPROXY_DIR,
+    STATE_DIR,
+    Loadgen,
+    backend_requests,
+    build_release,
+    haproxy_live,
+    history,
+    run_playbook,
+    state,
+)
+
+FAST = ["-e", "bluegreen_watch_seconds=4"]
+
+
+@pytest.fixture(scope="module")
+def releases(lab):
+    for version in ("1.1.0", "1.2.0"):
+        build_release(version)
+
+
+def other(color: str) -> str:
+    return "green" if color == "blue" else "blue"
+
+
+def deploy(version: str, *extra: str):
+    return run_playbook("deploy.yml", "-e", f"bluegreen_version={version}", *FAST, *extra)
+
+
+def assert_old_color_gets_nothing_new(old: str, new: str) -> None:
+    """After a switch: over two seconds of live load the old color gets no request, the new one does."""
+    before_old, before_new = backend_requests(old), backend_requests(new)
+    time.sleep(2)
+    assert backend_requests(old) == before_old
+    assert backend_requests(new) > before_new
+
+
+def test_deploy_rollback_deploy_under_load_loses_nothing(releases, tmp_path):
+    first_live = state()["live"]
+    load = Loadgen(tmp_path / "load")
+    try:
+        time.sleep(2)
+        run = deploy("1.1.0")
+        assert run.returncode == 0, run.output[-3000:]
+        assert state()["live"] == haproxy_live() == other(first_live)
+        assert state()["versions"][other(first_live)] == "1.1.0"
+        assert_old_color_gets_nothing_new(first_live, other(first_live))
+
+        run = run_playbook("rollback.yml")
+        assert run.returncode == 0, run.output[-3000:]
+        assert state()["live"] == haproxy_live() == first_live
+        assert_old_color_gets_nothing_new(other(first_live), first_live)
+
+        run = deploy("1.1.0")
+        assert run.returncode == 0, run.output[-3000:]
+        assert state()["live"] == haproxy_live() == other(first_live)
+        assert_old_color_gets_nothing_new(first_live, other(first_live))
+    finally:
+        load.stop()
+    report = load.verify()
+    assert report["acked_entries"] > 10000
+    assert report["failed_requests_total"] == 0, report["failed_requests"]
+    assert report["lost"] == 0, report["lost_sample"]
+    assert report["duplicates"] == 0
+    assert set(report["by_color"]) == {"blue", "green"}
+    assert "1.1.0" in report["by_version"]
+    results = [(h["action"], h["result"]) for h in history()[-3:]]
+    assert results == [("deploy", "ok"), ("rollback", "ok"), ("deploy", "ok")]
+    assert set(history()[-1]["durations_s"]) >= {
+        "preflight",
+        "provision",
+        "validate",
+        "switch",
+        "watch",
+        "total",
+    }
+
+
+def test_never_ready_release_fails_in_validate_and_traffic_never_moves(releases):
+    live, versions = state()["live"], state()["versions"]
+    run = deploy(
+        "1.2.0", "-e", '{"logplatform_fault": {"never_ready": true}}', "-e", "bluegreen_ready_timeout=4"
+    )
+    assert run.returncode != 0
+    assert "failed in stage validate" in run.output
+    assert "not ready after 4s" in run.output
+    assert "Traffic never moved" in run.output
+    assert state()["live"] == haproxy_live() == live
+    assert state()["versions"][live] == versions[live]
+    assert not (STATE_DIR / "deploy.lock").exists()
+    assert history()[-1]["result"] == "failed"
+    assert history()[-1]["failure"]["stage"] == "validate"
+
+
+def test_release_erroring_after_the_switch_is_rolled_back_by_the_watch(releases, tmp_path):
+    live = state()["live"]
+    load = Loadgen(tmp_path / "load", rate=100)
+    try:
+        fault = '{"logplatform_fault": {"error_rate": 1.0, "error_after_requests": 100}}'
+        run = deploy("1.2.0", "-e", fault, "-e", "bluegreen_watch_seconds=20")
+    finally:
+        load.stop()
+    assert run.returncode != 0
+    assert "failed in stage watch" in run.output
+    assert "error rate" in run.output
+    assert f"Rolled back: {live} is live again" in run.output
+    assert state()["live"] == haproxy_live() == live
+    assert history()[-1]["result"] == "rolled-back"
+    assert not (STATE_DIR / "deploy.lock").exists()
+    # canary, probe and ~100 live batches per node pass; then 500s until the watch rolls back, within
+    # a few intervals: far fewer failures than 20 s of load would give
+    report = load.verify()
+    assert report["lost"] == 0
+    assert 0 < report["failed_requests_total"] < 100 * 5
+
+
+def _agreement_sampler(stop: threading.Event, disagreements: list) -> None:
+    """state.json and HAProxy must name the same live color; the switch writes one then the other
+    within a millisecond, so a disagreement counts only if it is still there 100 ms later."""
+    while not stop.is_set():
+        try:
+            if state()["live"] != haproxy_live():
+                time.sleep(0.1)
+                seen = (state()["live"], haproxy_live())
+                if seen[0] != seen[1]:
+                    disagreements.append(seen)
+        except (OSError, ValueError):
+            pass  # HAProxy restarting, or state.json being replaced: the next sample decides
+        time.sleep(0.05)
+
+
+def test_concurrent_deploy_refused_and_killed_deploy_leaves_stale_lock_that_can_be_broken(releases, tmp_path):
+    stop, disagreements = threading.Event(), []
+    sampler = threading.Thread(target=_agreement_sampler, args=(stop, disagreements))
+    sampler.start()
+    try:
+        first = subprocess.Popen(
+            [
+                *(
+                    str(VENV_BIN / "ansible-playbook"),
+                    "playbooks/deploy.yml",
+                    "-e",
+                    "bluegreen_version=1.1.0",
+                ),
+                *("-e", "bluegreen_watch_seconds=30"),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while (state().get("deployment") or {}).get("stage") != "watch" and time.monotonic() < deadline:
+            assert first.poll() is None, "the first deploy ended before its watch stage"
+            time.sleep(0.2)
+        holder = json.loads((STATE_DIR / "deploy.lock").read_text())
+
+        second = deploy("1.2.0")
+        assert second.returncode != 0
+        assert f"held by deployment {holder['deployment_id']}" in second.output
+        assert f"pid {first.pid}" in second.output
+        assert holder["user"] in second.output
+
+        os.killpg(first.pid, signal.SIGKILL)  # the operator's terminal dies mid-watch
+        first.wait()
+        status_file = tmp_path / "status.json"
+        run = run_playbook("status.yml", "-e", f"bluegreen_status_file={status_file}")
+        assert run.returncode == 0, run.output[-2000:]
+        status = json.loads(status_file.read_text())
+        assert status["lock"]["stale"] is True
+        assert str(first.pid) in status["lock"]["stale_reason"]
+        assert "STALE" in run.output
+
+        refused = deploy("1.2.0")
+        assert refused.returncode != 0
+        assert "bluegreen_break_lock=true" in refused.output
+
+        broken = deploy("1.2.0", "-e", "bluegreen_break_lock=true")
+        assert broken.returncode == 0, broken.output[-3000:]
+        assert not (STATE_DIR / "deploy.lock").exists()
+        assert any(h["action"] == "break-lock" for h in history()[-3:])
+    finally:
+        stop.set()
+        sampler.join()
+    assert disagreements == []
+    assert state()["live"] == haproxy_live()
+
+
+def test_check_mode_changes_nothing_and_shows_the_diff(releases):
+    before = {
+        "state": (STATE_DIR / "state.json").read_text(),
+        "map": (HAPROXY_DIR / "live.map").read_text(),
+        "history": len(history()),
+        "links": {p: p.readlink() for p in (REPO / ".lab" / "nodes").glob("*/current")},
+    }
+    live = state()["live"]
+    version = "1.1.0" if state()["versions"][other(live)] != "1.1.0" else "1.2.0"
+    run = run_playbook("deploy.yml", "-e", f"bluegreen_version={version}", "--check", "--diff")
+    assert run.returncode == 0, run.output[-3000:]
+    assert f"-live {live}" in run.output
+    assert f"+live {other(live)}" in run.output
+    assert f"releases/{version}" in run.output  # the current symlink would move
+    assert (STATE_DIR / "state.json").read_text() == before["state"]
+    assert (HAPROXY_DIR / "live.map").read_text() == before["map"]
+    assert len(history()) == before["history"]
+    assert {p: p.readlink() for p in before["links"]} == before["links"]
+    assert not (STATE_DIR / "deploy.lock").exists()
+    assert haproxy_live() == live
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        ("", "bluegreen_version is required"),
+        ("1.0;rm -rf /", "is not a release version"),
+        ("../x", "is not a release version"),
+        ("9.9.9", "unknown release 9.9.9"),
+    ],
+)
+def test_bad_version_is_refused_before_anything_changes(lab, version, message):
+    before = ((STATE_DIR / "state.json").read_text(), len(history()))
+    run = deploy(version)
+    assert run.returncode != 0
+    assert message in run.output
+    assert "failed in stage preflight" in run.output
+    assert ((STATE_DIR / "state.json").read_text(), len(history())) == before
+    assert not (STATE_DIR / "deploy.lock").exists()
+
+
+def test_haproxy_restart_after_a_switch_keeps_the_live_color(releases):
+    live = state()["live"]
+    run = run_playbook("switch.yml", "-e", f"bluegreen_color={other(live)}")
+    assert run.returncode == 0, run.output[-3000:]
+    supervisorctl = [
+        str(REPO / ".lab/lb/supervisor/venv/bin/supervisorctl"),
+        "-c",
+        str(REPO / ".lab/lb/supervisor/supervisord.conf"),
+    ]
+    subprocess.run([*supervisorctl, "restart", "haproxy"], check=True, capture_output=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            assert haproxy_live() == other(live)
+            break
+        except (OSError, AssertionError):
+            time.sleep(0.2)
+    assert haproxy_live() == state()["live"] == other(live)
+    run = run_playbook("switch.yml", "-e", f"bluegreen_color={live}")
+    assert run.returncode == 0, run.output[-3000:]
