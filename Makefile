@@ -7,7 +7,7 @@ INVENTORY ?= inventories/local
 PLAYBOOK := $(BIN)/ansible-playbook -i $(INVENTORY)
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-runtime lint test unit integration demo release lab teardown bench clean
+.PHONY: help setup setup-runtime lint test unit integration demo release lab teardown status bench clean
 
 help:
 	@echo "make demo      set up, build releases, run a blue/green upgrade under live load, print the result"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint      ansible-lint (production profile) and ruff"
 	@echo "make release VERSION=x.y.z   build logplatform x.y.z into .lab/releases/"
 	@echo "make lab       bring up the one-machine lab (blue live);  make teardown  stops it"
+	@echo "make status    live color, versions, node health, lock, recent history"
 	@echo "make bench     run the benchmarks, figures in bench/results/"
 	@echo "make clean     stop the lab and remove .lab/ and build output"
 
@@ -47,6 +48,9 @@ lab: setup-runtime
 
 teardown: setup-runtime
 	$(PLAYBOOK) playbooks/teardown.yml
+
+status: setup-runtime
+	$(PLAYBOOK) playbooks/status.yml
 
 bench: setup
 	$(BIN)/python bench/ingest.py

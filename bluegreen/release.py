@@ -29,7 +29,9 @@ DEFAULT_STORE = REPO_ROOT / ".lab" / "releases"
 SOURCE_DIR = REPO_ROOT / "logplatform"
 # x.y.z with an optional PEP 440 pre-release (1.2.0rc1). Anything else (paths, shell text) is refused
 # before it can become part of a file name or a command.
-VERSION_PATTERN = re.compile(r"^(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})((a|b|rc)(0|[1-9]\d{0,3}))?$")
+VERSION_PATTERN = re.compile(
+    r"^(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})((a|b|rc)(0|[1-9]\d{0,3}))?$"
+)
 
 
 class ReleaseError(Exception):
@@ -39,7 +41,8 @@ class ReleaseError(Exception):
 def check_version(version: str) -> str:
     if not VERSION_PATTERN.match(version or ""):
         raise ReleaseError(
-            f"invalid release version {version!r}: expected x.y.z (digits, optional a/b/rcN suffix), e.g. 1.2.0"
+            f"invalid release version {version!r}: "
+            "expected x.y.z (digits, optional a/b/rcN suffix), e.g. 1.2.0"
         )
     return version
 
@@ -87,7 +90,8 @@ def _source_commit() -> str:
 def _run(argv: list[str]) -> None:
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise ReleaseError(f"{' '.join(argv[:4])} ... failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
+        command = " ".join(argv[:4])
+        raise ReleaseError(f"{command} ... failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
 
 
 def build(version: str, store: Path = DEFAULT_STORE, force: bool = False) -> Path:
@@ -154,7 +158,9 @@ def build(version: str, store: Path = DEFAULT_STORE, force: bool = False) -> Pat
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("version", nargs="?", help="release version, x.y.z")
-    parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help="release store (default: .lab/releases)")
+    parser.add_argument(
+        "--store", type=Path, default=DEFAULT_STORE, help="release store (default: .lab/releases)"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if the release exists")
     parser.add_argument("--list", action="store_true", help="list the releases in the store and exit")
 
