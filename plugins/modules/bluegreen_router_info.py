@@ -12,19 +12,14 @@ description:
   - With I(require_healthy), fails naming every server of that color that HAProxy does not see UP.
   - Never changes anything.
 options:
-  socket:
-    description: HAProxy's admin runtime API socket.
-    type: path
-    required: true
-  map:
-    description: Path of the live-color map file, as named in haproxy.cfg.
-    type: path
-    required: true
   require_healthy:
     description: Colors whose backend must have every server UP (at least one server).
     type: list
     elements: str
     default: []
+extends_documentation_fragment:
+  - bluegreen_haproxy
+  - bluegreen_haproxy.live_map
 author: bluegreen
 """
 

@@ -13,14 +13,12 @@ description:
   - Run it right before a reload or restart, so servers keep their up/down state, weights and
     drain/maintenance flags instead of starting over.
 options:
-  socket:
-    description: Path of HAProxy's admin runtime API socket.
-    type: path
-    required: true
   path:
     description: The server-state-file to write.
     type: path
     required: true
+extends_documentation_fragment:
+  - bluegreen_haproxy
 author: bluegreen
 """
 

@@ -13,14 +13,6 @@ description:
     routes to. Returns it structured (I(status)) and as lines for humans (I(lines)).
   - Never changes anything.
 options:
-  socket:
-    description: HAProxy's admin runtime API socket.
-    type: path
-    required: true
-  map:
-    description: Path of the live-color map file, as named in haproxy.cfg.
-    type: path
-    required: true
   state_dir:
     description: bluegreen state directory.
     type: path
@@ -33,6 +25,9 @@ options:
     description: Seconds to wait for each node's /version.
     type: float
     default: 3.0
+extends_documentation_fragment:
+  - bluegreen_haproxy
+  - bluegreen_haproxy.live_map
 author: bluegreen
 """
 

@@ -16,14 +16,6 @@ description:
     kept-alive connections alike; then it reads the entry back from HAProxy to verify.
   - Never reloads or restarts HAProxy. If HAProxy refuses the change, the files are put back.
 options:
-  socket:
-    description: HAProxy's admin runtime API socket.
-    type: path
-    required: true
-  map:
-    description: Path of the live-color map file, as named in haproxy.cfg.
-    type: path
-    required: true
   color:
     description: Color to make live. Without it, the module only reports the live color.
     type: str
@@ -35,6 +27,9 @@ options:
     description: After a switch, how long the previous color stays warm for rollback (state.json warm_until).
     type: int
     default: 3600
+extends_documentation_fragment:
+  - bluegreen_haproxy
+  - bluegreen_haproxy.live_map
 author: bluegreen
 """
 

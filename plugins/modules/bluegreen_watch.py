@@ -15,10 +15,6 @@ description:
   - Fails at the first interval over a threshold, naming it and the observed value, so the caller can
     roll back within one interval. Never changes anything.
 options:
-  socket:
-    description: HAProxy's admin runtime API socket.
-    type: path
-    required: true
   color:
     description: The color to watch (its backend is C(bg_<color>)).
     type: str
@@ -46,6 +42,8 @@ options:
     description: Highest number of queued requests allowed.
     type: int
     default: 100
+extends_documentation_fragment:
+  - bluegreen_haproxy
 author: bluegreen
 """
 

@@ -19,6 +19,7 @@ from tests.integration.lab import (
     run_playbook,
     sink_ids,
     sink_lines,
+    state,
 )
 
 
@@ -44,14 +45,17 @@ def test_second_site_run_changes_nothing(lab):
     assert {host: c["changed"] for host, c in recap.items() if c["changed"]} == {}
 
 
-def test_live_goes_to_blue_and_preview_to_green(lab):
+def test_live_goes_to_the_live_color_and_preview_to_the_other(lab):
+    current = state()
+    idle = "green" if current["live"] == "blue" else "blue"
     live = post_entries(f"{LIVE_URL}/v1/logs", entries(1))
     preview = post_entries(f"{PREVIEW_URL}/v1/logs", entries(1))
     assert live.status == preview.status == 200
-    assert live.headers["x-bluegreen-color"] == "blue"
-    assert preview.headers["x-bluegreen-color"] == "green"
-    versions = {request(f"http://127.0.0.1:{port}/version").json()["version"] for port in NODES.values()}
-    assert versions == {"1.0.0"}
+    assert live.headers["x-bluegreen-color"] == current["live"]
+    assert preview.headers["x-bluegreen-color"] == idle
+    for node, port in NODES.items():
+        reported = request(f"http://127.0.0.1:{port}/version").json()
+        assert reported["version"] == current["versions"][reported["color"]], node
 
 
 @pytest.mark.parametrize("ndjson", [False, True], ids=["json-array", "ndjson"])
@@ -63,10 +67,11 @@ def test_valid_batch_is_durable_and_enriched(lab, ndjson):
     wanted = {e["id"] for e in batch}
     written = [line for line in sink_lines() if line.get("id") in wanted]
     assert sorted(line["id"] for line in written) == sorted(wanted)
+    live = state()["live"]
     for line in written:
-        assert line["_color"] == "blue"
-        assert line["_version"] == "1.0.0"
-        assert line["_node"] in {"blue-1", "blue-2"}
+        assert line["_color"] == live
+        assert line["_version"] == state()["versions"][live]
+        assert line["_node"] in {f"{live}-1", f"{live}-2"}
         assert line["ts"] == "2026-11-24T09:00:00.000000Z"
         assert line["level"] == "info"
         assert line["_ingested_at"].endswith("Z")

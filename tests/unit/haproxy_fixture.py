@@ -7,6 +7,7 @@ with `load_state`, HAProxy loads its server-state-file at start."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import http.client
 import io
@@ -203,3 +204,13 @@ def stop(haproxy: HAProxy) -> None:
     except subprocess.TimeoutExpired:
         haproxy.process.kill()
         haproxy.process.wait()
+
+
+@contextlib.contextmanager
+def running(directory: Path, **kwargs):
+    """start(), and stop() whatever happens in the with-block."""
+    haproxy = start(directory, **kwargs)
+    try:
+        yield haproxy
+    finally:
+        stop(haproxy)

@@ -10,11 +10,8 @@ from tests.unit import haproxy_fixture
 
 @pytest.fixture
 def haproxy(tmp_path):
-    lb = haproxy_fixture.start(tmp_path)
-    try:
+    with haproxy_fixture.running(tmp_path) as lb:
         yield lb
-    finally:
-        haproxy_fixture.stop(lb)
 
 
 def test_show_and_set_map_route_the_next_request(haproxy):

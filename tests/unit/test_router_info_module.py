@@ -17,13 +17,10 @@ def nodes():
 
 @pytest.fixture
 def haproxy(tmp_path, nodes):
-    lb = haproxy_fixture.start(
+    with haproxy_fixture.running(
         tmp_path, nodes={color: [n.address for n in group] for color, group in nodes.items()}
-    )
-    try:
+    ) as lb:
         yield lb
-    finally:
-        haproxy_fixture.stop(lb)
 
 
 def info(haproxy, **extra):
@@ -91,11 +88,8 @@ def test_unknown_color_is_refused(haproxy):
 
 
 def test_servers_in_maintenance_are_not_healthy(tmp_path):
-    lb = haproxy_fixture.start(tmp_path)  # its servers are `disabled`
-    try:
+    with haproxy_fixture.running(tmp_path) as lb:  # its servers are `disabled`
         failed, result = info(lb, require_healthy=["blue"])
-    finally:
-        haproxy_fixture.stop(lb)
     assert failed
     assert "blue-1 (MAINT, check -)" in result["msg"]
 

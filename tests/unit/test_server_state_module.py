@@ -11,16 +11,15 @@ from tests.unit.node_fixture import running_nodes
 
 @pytest.fixture
 def haproxy(tmp_path):
-    with running_nodes(blue=["1.0.0"], green=["1.1.0"]) as nodes:
-        lb = haproxy_fixture.start(
+    with (
+        running_nodes(blue=["1.0.0"], green=["1.1.0"]) as nodes,
+        haproxy_fixture.running(
             tmp_path,
             nodes={color: [n.address for n in group] for color, group in nodes.items()},
             load_state=True,
-        )
-        try:
-            yield lb
-        finally:
-            haproxy_fixture.stop(lb)
+        ) as lb,
+    ):
+        yield lb
 
 
 def save(haproxy, check_mode=False):

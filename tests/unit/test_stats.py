@@ -80,12 +80,11 @@ def test_interval_rates_of_an_idle_interval_are_zero():
 
 @pytest.fixture
 def lb_with_nodes(tmp_path):
-    with running_nodes(blue=["1.0.0", "1.0.0"]) as nodes:
-        lb = haproxy_fixture.start(tmp_path, nodes={"blue": [n.address for n in nodes["blue"]]})
-        try:
-            yield lb, nodes["blue"]
-        finally:
-            haproxy_fixture.stop(lb)
+    with (
+        running_nodes(blue=["1.0.0", "1.0.0"]) as nodes,
+        haproxy_fixture.running(tmp_path, nodes={"blue": [n.address for n in nodes["blue"]]}) as lb,
+    ):
+        yield lb, nodes["blue"]
 
 
 def rates_of_ten_requests(lb) -> tuple[list[int], dict]:

@@ -30,13 +30,10 @@ def nodes():
 
 @pytest.fixture
 def haproxy(tmp_path, nodes):
-    lb = haproxy_fixture.start(
+    with haproxy_fixture.running(
         tmp_path, nodes={color: [n.address for n in group] for color, group in nodes.items()}
-    )
-    try:
+    ) as lb:
         yield lb
-    finally:
-        haproxy_fixture.stop(lb)
 
 
 @pytest.fixture

@@ -12,11 +12,8 @@ from tests.unit import haproxy_fixture
 
 @pytest.fixture
 def haproxy(tmp_path):
-    lb = haproxy_fixture.start(tmp_path)
-    try:
+    with haproxy_fixture.running(tmp_path) as lb:
         yield lb
-    finally:
-        haproxy_fixture.stop(lb)
 
 
 @pytest.fixture

@@ -20,11 +20,8 @@ def nodes():
 
 @pytest.fixture
 def haproxy(tmp_path, nodes):
-    lb = haproxy_fixture.start(tmp_path, nodes={"blue": [n.address for n in nodes]})
-    try:
+    with haproxy_fixture.running(tmp_path, nodes={"blue": [n.address for n in nodes]}) as lb:
         yield lb
-    finally:
-        haproxy_fixture.stop(lb)
 
 
 class Traffic:
