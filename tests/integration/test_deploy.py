@@ -261,3 +261,17 @@ def test_haproxy_restart_after_a_switch_keeps_the_live_color(releases):
     assert haproxy_live() == state()["live"] == other(live)
     run = run_playbook("switch.yml", "-e", f"bluegreen_color={live}")
     assert run.returncode == 0, run.output[-3000:]
+
+
+def test_site_after_a_switch_changes_nothing_and_keeps_the_live_color(releases):
+    live = state()["live"]
+    run = run_playbook("switch.yml", "-e", f"bluegreen_color={other(live)}")
+    assert run.returncode == 0, run.output[-3000:]
+    try:
+        site = run_playbook("site.yml")
+        assert site.returncode == 0, site.output[-3000:]
+        assert {host: c["changed"] for host, c in site.recap().items() if c["changed"]} == {}
+        assert haproxy_live() == state()["live"] == other(live)
+    finally:
+        run = run_playbook("switch.yml", "-e", f"bluegreen_color={live}")
+    assert run.returncode == 0, run.output[-3000:]
