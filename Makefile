@@ -16,7 +16,7 @@ help:
 	@echo "make release VERSION=x.y.z   build logplatform x.y.z into .lab/releases/"
 	@echo "make lab       bring up the one-machine lab (blue live);  make teardown  stops it"
 	@echo "make status    live color, versions, node health, lock, recent history"
-	@echo "make bench     run the benchmarks, figures in bench/results/"
+	@echo "make bench     ingest, switch (atomic vs reload vs restart) and deploy benchmarks: bench/results/"
 	@echo "make clean     stop the lab and remove .lab/ and build output"
 
 setup:
@@ -52,8 +52,10 @@ teardown: setup-runtime
 status: setup-runtime
 	$(PLAYBOOK) playbooks/status.yml
 
-bench: setup
+bench: setup lab
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/switch.py
+	$(BIN)/python bench/deploy.py
 
 demo: setup-runtime
 	$(BIN)/python -m bluegreen.demo
