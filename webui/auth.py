@@ -1,0 +1,136 @@
+"""Login, roles and CSRF.
+
+Every route needs a logged-in user except the login page and static files: pages redirect to the
+login page, the API and the event streams answer 401. Every POST (the login form too) needs the
+session's CSRF token, as a form field `csrf_token` or an `X-CSRF-Token` header. Actions need the
+operator role; a viewer gets 403.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import secrets
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+bp = Blueprint("auth", __name__)
+
+PUBLIC_ENDPOINTS = {"auth.login", "static"}
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def csrf_token() -> str:
+    """The session's CSRF token (made on first use)."""
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def wants_json() -> bool:
+    return (
+        request.path.startswith("/api/")
+        or request.path.endswith("/events")
+        or request.accept_mimetypes.best in ("application/json", "text/event-stream")
+    )
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a local path may be a redirect target after login."""
+    if not target:
+        return url_for("overview.index")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("overview.index")
+    return target
+
+
+@bp.before_app_request
+def load_user() -> Any:
+    g.user = None
+    name = session.get("user")
+    if name:
+        g.user = current_app.extensions["bluegreen"].users.get(name)
+        if g.user is None:  # removed from the users file, or role no longer valid
+            session.clear()
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if g.user is None:
+        if wants_json():
+            return jsonify(error="login required"), 401
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    return None
+
+
+@bp.before_app_request
+def check_csrf() -> None:
+    if request.method in SAFE_METHODS:
+        return
+    sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
+    expected = session.get("csrf") or ""
+    if not (sent and expected and hmac.compare_digest(sent, expected)):
+        bluegreen = current_app.extensions["bluegreen"]
+        bluegreen.db.record_refusal(
+            g.user["name"] if g.user else None, request.form.get("action"), 400, "CSRF token missing or wrong"
+        )
+        abort(400, description="CSRF token missing or wrong: reload the page and try again")
+
+
+def role_required(role: str) -> Callable:
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            have = g.user["role"] if g.user else "nobody"
+            if have != role:
+                current_app.extensions["bluegreen"].db.record_refusal(
+                    g.user["name"] if g.user else None,
+                    request.form.get("action"),
+                    403,
+                    f"role {have} may not do this",
+                )
+                abort(403, description=f"the {role} role is needed for this; you are a {have}")
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error = None
+    status = 200
+    if request.method == "POST":
+        users = current_app.extensions["bluegreen"].users
+        user = users.authenticate(request.form.get("username", ""), request.form.get("password", ""))
+        if user is None:
+            error = "wrong user name or password"
+            status = 401
+        else:
+            session.clear()  # a new session (and CSRF token) on every login
+            session["user"] = user["name"]
+            session.permanent = True
+            csrf_token()
+            current_app.logger.info("login: %s (%s) from %s", user["name"], user["role"], request.remote_addr)
+            return redirect(_safe_next(request.args.get("next")))
+    return render_template("login.html", error=error, next=request.args.get("next", "")), status
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> Any:
+    session.clear()
+    return redirect(url_for("auth.login"))

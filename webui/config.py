@@ -1,0 +1,144 @@
+"""The dashboard's settings: defaults, then a TOML file, then BLUEGREEN_WEBUI_* environment variables.
+
+Every key is documented in DEFAULTS. Paths that are not set follow the project directory, so pointing
+PROJECT_DIR at another checkout (or a test's temporary project) moves everything with it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "BLUEGREEN_WEBUI_"
+
+# key -> (default, one-line meaning). None means "derived from another key", see resolve().
+DEFAULTS: dict[str, tuple[Any, str]] = {
+    "HOST": ("127.0.0.1", "address to listen on (loopback unless you mean otherwise)"),
+    "PORT": (8090, "port to listen on"),
+    "THREADS": (16, "waitress worker threads; every open SSE stream holds one"),
+    "PROJECT_DIR": (str(REPO_ROOT), "the repository whose playbooks run (ansible-runner project_dir)"),
+    "INVENTORY": (None, "inventory passed to every run (default <project>/inventories/local)"),
+    "STATE_DIR": (
+        None,
+        "state dir of the lb host: state.json, history.jsonl, deploy.lock (default <project>/.lab/lb/state)",
+    ),
+    "RELEASE_STORE": (
+        None,
+        "release store, one <version>/manifest.json each (default <project>/.lab/releases)",
+    ),
+    "DATA_DIR": (None, "runs database, runner directories, secret key (default <project>/.lab/webui)"),
+    "USERS_FILE": (None, "JSON file of users and password hashes (default <data dir>/users.json)"),
+    "SECRET_KEY": (None, "session signing key (default: generated once into <data dir>/secret_key)"),
+    "SESSION_COOKIE_SECURE": (False, "send the session cookie over HTTPS only (set behind TLS)"),
+    "SESSION_HOURS": (12, "how long a login lasts"),
+    "HAPROXY_STATS_URL": ("http://127.0.0.1:8404/stats;csv", "HAProxy's CSV stats page"),
+    "NODE_METRICS": (True, "read each node's /metrics (address from HAProxy) for sink entries/s"),
+    "POLL_INTERVAL": (1.0, "seconds between two overview samples"),
+    "CHART_SECONDS": (600, "how much rate history the overview chart keeps (in memory)"),
+    "OVERVIEW_STREAM_SECONDS": (300, "an overview SSE stream ends after this; the browser reconnects"),
+    "SSE_HEARTBEAT": (15.0, "seconds between keep-alive comments on a quiet run stream"),
+    "RUN_TIMEOUT": (3600, "a run is cancelled by ansible-runner after this many seconds"),
+    "ANSIBLE_BIN_DIR": (
+        None,
+        "directory put first on PATH for runs, where ansible-playbook is "
+        "(default: the one beside this Python, i.e. the venv's bin)",
+    ),
+}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+_BOOLEANS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+    "": False,
+}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    default = DEFAULTS[key][0]
+    if value is None or (isinstance(value, bool) and isinstance(default, bool)):
+        return value
+    if isinstance(default, bool):
+        text = str(value).strip().lower()
+        if text not in _BOOLEANS:
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return _BOOLEANS[text]
+    kind = type(default) if isinstance(default, int | float) else str
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Keys of a TOML config file (lower or upper case), refusing keys we do not know."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    out = {}
+    for key, value in data.items():
+        name = key.upper()
+        if name not in DEFAULTS:
+            raise ConfigError(
+                f"{path}: unknown key {key!r} (known: {', '.join(k.lower() for k in DEFAULTS)})"
+            )
+        out[name] = value
+    return out
+
+
+def resolve(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults filled in, types checked, derived paths made absolute."""
+    unknown = set(values) - set(DEFAULTS) - {"TESTING", "CONFIG_FILE"}
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    config = {key: _coerce(key, values.get(key, default)) for key, (default, _) in DEFAULTS.items()}
+    project = Path(config["PROJECT_DIR"]).resolve()
+    config["PROJECT_DIR"] = str(project)
+    derived = {
+        "INVENTORY": project / "inventories" / "local",
+        "STATE_DIR": project / ".lab" / "lb" / "state",
+        "RELEASE_STORE": project / ".lab" / "releases",
+        "DATA_DIR": project / ".lab" / "webui",
+    }
+    for key, path in derived.items():
+        config[key] = str(Path(config[key]).resolve()) if config[key] else str(path)
+    if not config["USERS_FILE"]:
+        config["USERS_FILE"] = str(Path(config["DATA_DIR"]) / "users.json")
+    if not config["ANSIBLE_BIN_DIR"]:
+        config["ANSIBLE_BIN_DIR"] = str(Path(sys.executable).parent)
+    if not 0 < config["PORT"] < 65536:
+        raise ConfigError(f"PORT: {config['PORT']} is not a TCP port")
+    if config["POLL_INTERVAL"] <= 0 or config["CHART_SECONDS"] <= 0:
+        raise ConfigError("POLL_INTERVAL and CHART_SECONDS must be positive")
+    config["TESTING"] = bool(values.get("TESTING", False))
+    return config
+
+
+def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Defaults <- TOML file (CONFIG_FILE or $BLUEGREEN_WEBUI_CONFIG) <- environment <- overrides."""
+    env = os.environ if env is None else env
+    overrides = {key.upper(): value for key, value in (overrides or {}).items() if value is not None}
+    values: dict[str, Any] = {}
+    config_file = overrides.pop("CONFIG_FILE", None) or env.get(f"{ENV_PREFIX}CONFIG")
+    if config_file:
+        values.update(read_file(Path(config_file)))
+    for key in DEFAULTS:
+        if f"{ENV_PREFIX}{key}" in env:
+            values[key] = env[f"{ENV_PREFIX}{key}"]
+    values.update(overrides)
+    return resolve(values)
