@@ -1,0 +1,298 @@
+"""Dashboard test plumbing: a throw-away project (real playbooks that run on localhost in a second or
+two), its release store and state dir, users, and a logged-in Flask test client.
+
+Nothing here touches the lab (.lab/, ports 8080/8081/8404/8090/9101-9202): every path is under
+tmp_path and HAProxy stats point at a port nobody listens on unless a test starts its own HAProxy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from webui import create_app
+from webui.users import UserStore
+
+PASSWORD = "correct horse battery"
+
+# The test project's deploy.yml reports the real pipeline's stages in its task names, like
+# roles/bluegreen does. Release 1.1.0 waits at stage 3 until the test creates <project>/gate;
+# release 6.6.6 fails a validate check (rescued, like the real stages) and the finish stage fails the
+# run with the one message that names stage, check, host and observed value.
+DEPLOY = """
+- name: "[1/6 preflight] Check inputs, read state, take the lock"
+  hosts: lb
+  gather_facts: false
+  tasks:
+    - name: "[1/6 preflight] Check bluegreen_version is a release version"
+      ansible.builtin.debug:
+        msg: "deploying {{ bluegreen_version }} (break lock: {{ bluegreen_break_lock | default(false) }})"
+
+    - name: "[2/6 provision] Install the release on the idle nodes"
+      ansible.builtin.debug:
+        msg: "installing {{ bluegreen_version }}"
+
+    - name: "[3/6 validate] Wait for the test to open the gate"
+      ansible.builtin.wait_for:
+        path: "{{ playbook_dir }}/../gate"
+        timeout: 60
+      when: bluegreen_version == '1.1.0'
+
+    - name: "[3/6 validate] Check the node is ready"
+      block:
+        - name: "[3/6 validate] Check the node is ready"
+          ansible.builtin.fail:
+            msg: "node green-1 not ready after 4s: /health/ready answered 503 {\\"status\\":\\"not-ready\\"}"
+          when: bluegreen_version == '6.6.6'
+      rescue:
+        - name: "[3/6 validate] Record the failure"
+          ansible.builtin.set_fact:
+            failure:
+              stage: validate
+              check: "{{ ansible_failed_task.name }}"
+              observed: "{{ ansible_failed_result.msg }}"
+
+    - name: "[4/6 switch] Switch live traffic in one runtime-API change"
+      ansible.builtin.debug:
+        msg: "live traffic moved blue -> green"
+      when: failure is not defined
+
+    - name: "[5/6 watch] Watch the new color"
+      ansible.builtin.debug:
+        msg: "0 errors"
+      when: failure is not defined
+
+    - name: "[6/6 finish] Record the deployment in history"
+      ansible.builtin.debug:
+        msg: "recorded"
+
+    - name: "[6/6 finish] Fail the run, naming the stage, check, host and observed value"
+      ansible.builtin.fail:
+        msg: >-
+          deploy of {{ bluegreen_version }} failed in stage {{ failure.stage }}:
+          check "{{ failure.check }}" on green-1: {{ failure.observed }}.
+          Traffic never moved: blue stays live.
+      when: failure is defined
+"""
+
+SWITCH = """
+- name: Switch live traffic to bluegreen_color
+  hosts: lb
+  gather_facts: false
+  tasks:
+    - name: "[switch] Switch live traffic to {{ bluegreen_color }}"
+      ansible.builtin.debug:
+        msg: "switching to {{ bluegreen_color }}"
+"""
+
+ROLLBACK = """
+- name: Roll live traffic back to the previous color
+  hosts: lb
+  gather_facts: false
+  tasks:
+    - name: "[switch] Roll back (break lock: {{ bluegreen_break_lock | default(false) }})"
+      ansible.builtin.debug:
+        msg: "rolling back"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project dir with playbooks (no validate.yml), a local inventory, releases and a state dir."""
+    root = tmp_path / "project"
+    (root / "playbooks").mkdir(parents=True)
+    (root / "playbooks" / "deploy.yml").write_text(DEPLOY)
+    (root / "playbooks" / "switch.yml").write_text(SWITCH)
+    (root / "playbooks" / "rollback.yml").write_text(ROLLBACK)
+    inventory = root / "inventories" / "local"
+    inventory.mkdir(parents=True)
+    (inventory / "hosts.yml").write_text(
+        "all:\n  children:\n    lb:\n      hosts:\n        lb-1:\n"
+        f"          ansible_connection: local\n          ansible_python_interpreter: {sys.executable}\n"
+    )
+    for version in ("1.0.0", "1.1.0", "6.6.6"):
+        (root / ".lab" / "releases" / version).mkdir(parents=True)
+        (root / ".lab" / "releases" / version / "manifest.json").write_text(json.dumps({"version": version}))
+    (root / ".lab" / "releases" / "2.0.0").mkdir()  # no manifest: not a release
+    state = root / ".lab" / "lb" / "state"
+    state.mkdir(parents=True)
+    (state / "state.json").write_text(
+        json.dumps(
+            {
+                "live": "blue",
+                "previous": None,
+                "versions": {"blue": "1.0.0", "green": "1.0.0"},
+                "deployment": None,
+                "warm_until": None,
+                "updated_at": "2026-01-01T00:00:00.000000Z",
+            }
+        )
+    )
+    return root
+
+
+@pytest.fixture
+def config(project: Path, tmp_path: Path) -> dict:
+    return {
+        "PROJECT_DIR": str(project),
+        "DATA_DIR": str(tmp_path / "webui-data"),
+        "SECRET_KEY": "test-secret",
+        # nobody listens there: the overview reports HAProxy as unreachable
+        "HAPROXY_STATS_URL": f"http://127.0.0.1:{free_port()}/stats;csv",
+        "POLL_INTERVAL": 0.2,
+        "SSE_HEARTBEAT": 0.5,
+        "OVERVIEW_STREAM_SECONDS": 5,
+        "TESTING": True,
+    }
+
+
+@pytest.fixture(scope="session")
+def users_file(tmp_path_factory) -> Path:
+    """An operator (olivia) and a viewer (victor), hashed once per session (scrypt takes its time)."""
+    path = tmp_path_factory.mktemp("users") / "users.json"
+    users = UserStore(path)
+    users.add("olivia", "operator", PASSWORD)
+    users.add("victor", "viewer", PASSWORD)
+    return path
+
+
+@pytest.fixture
+def app(config: dict, users_file: Path) -> Iterator:
+    app = create_app(config)
+    shutil.copy(users_file, app.config["USERS_FILE"])
+    yield app
+    bluegreen = app.extensions["bluegreen"]
+    bluegreen.monitor.stop()
+    for job in list(bluegreen.runs._jobs.values()):
+        job.cancel_requested = True
+        if job.thread is not None:
+            job.thread.join(timeout=30)
+
+
+def csrf(client) -> str:
+    with client.session_transaction() as session:
+        return session.get("csrf", "")
+
+
+def login(client, name: str, password: str = PASSWORD):
+    client.get("/login")
+    return client.post("/login", data={"username": name, "password": password, "csrf_token": csrf(client)})
+
+
+@pytest.fixture
+def operator(app):
+    client = app.test_client()
+    assert login(client, "olivia").status_code == 302
+    return client
+
+
+@pytest.fixture
+def viewer(app):
+    client = app.test_client()
+    assert login(client, "victor").status_code == 302
+    return client
+
+
+def post_action(client, **form):
+    return client.post("/runs", data={"csrf_token": csrf(client), **form})
+
+
+def run_id_from(response) -> str:
+    assert response.status_code == 303, response.get_data(as_text=True)[:2000]
+    match = re.search(r"/runs/([^/]+)$", response.headers["Location"])
+    assert match, response.headers["Location"]
+    return match.group(1)
+
+
+def wait_finished(app, run_id: str, timeout: float = 30) -> dict:
+    db = app.extensions["bluegreen"].db
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = db.run(run_id)
+        if run and run["finished"]:
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not finish in {timeout}s: {db.run(run_id)}")
+
+
+def write_lock(state_dir: Path, pid: int, started: dt.datetime | None = None, **extra) -> dict:
+    """A deploy.lock exactly as the controller writes it (see module_utils/bluegreen_state.py)."""
+    started = started or dt.datetime.now(dt.UTC)
+    lock = {
+        "deployment_id": "20260101T120000Z-1.1.0",
+        "action": "deploy",
+        "version": "1.1.0",
+        "user": "carol",
+        "host": socket.gethostname(),
+        "pid": pid,
+        "ttl_seconds": 3600,
+        "started_at": started.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        **extra,
+    }
+    (state_dir / "deploy.lock").write_text(json.dumps(lock, sort_keys=True) + "\n")
+    return lock
+
+
+class SSEReader:
+    """Reads SSE messages from a streaming test-client response, one at a time."""
+
+    def __init__(self, response) -> None:
+        self.response = response
+        self.chunks = iter(response.response)
+        self.buffer = ""
+
+    def next(self) -> dict | None:
+        """The next message {"id", "event", "data"} (comments skipped), None at the end of the stream."""
+        while True:
+            while "\n\n" not in self.buffer:
+                try:
+                    chunk = next(self.chunks)
+                except StopIteration:
+                    return None
+                self.buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
+            block, self.buffer = self.buffer.split("\n\n", 1)
+            message: dict = {"id": None, "event": "message", "data": None}
+            for line in block.split("\n"):
+                if line.startswith(":") or line.startswith("retry:"):
+                    continue
+                key, _, value = line.partition(": ")
+                if key == "id":
+                    message["id"] = int(value)
+                elif key == "event":
+                    message["event"] = value
+                elif key == "data":
+                    message["data"] = json.loads(value)
+            if message["data"] is not None:
+                return message
+
+    def all(self) -> list[dict]:
+        messages = []
+        while (message := self.next()) is not None:
+            messages.append(message)
+        return messages
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def stream(client, url: str, last_event_id: int | None = None) -> SSEReader:
+    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+    response = client.get(url, headers=headers, buffered=False)
+    assert response.status_code == 200, response.status_code
+    assert response.mimetype == "text/event-stream"
+    return SSEReader(response)

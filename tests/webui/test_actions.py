@@ -1,0 +1,156 @@
+"""The allow-list and the deploy lock: what a button may run, and when it is refused (starting nothing)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.webui.conftest import csrf, post_action, run_id_from, wait_finished, write_lock
+from tests.webui.test_auth import assert_nothing_started
+
+
+def state_dir(app) -> Path:
+    return Path(app.config["STATE_DIR"])
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+VERSION_CASES = [
+    ({"version": "9.9.9"}, "version 9.9.9 is not in the release store"),
+    ({"version": "2.0.0"}, "version 2.0.0 is not in the release store"),  # a directory without manifest
+    ({"version": "1.0.0; rm -rf /"}, "is not a release version"),
+    ({"version": "../../etc"}, "is not a release version"),
+    ({"version": ""}, "choose a version"),
+    ({}, "choose a version"),
+]
+
+
+def test_version_not_in_the_store_is_rejected_with_a_message(operator, app):
+    for form, message in VERSION_CASES:
+        response = post_action(operator, action="deploy", **form)
+        assert response.status_code == 400, form
+        page = response.get_data(as_text=True)
+        assert 'data-testid="flash-message"' in page
+        assert message in page, form
+    page = post_action(operator, action="deploy", version="9.9.9").get_data(as_text=True)
+    assert "it has: 1.0.0, 1.1.0, 6.6.6" in page
+    assert_nothing_started(app)
+
+
+def test_the_version_select_lists_exactly_the_release_store(operator):
+    page = operator.get("/").get_data(as_text=True)
+    select = page.split('id="deploy-version"', 1)[1].split("</select>", 1)[0]
+    assert [line.split('"')[1] for line in select.split("<option value=")[1:]] == ["6.6.6", "1.1.0", "1.0.0"]
+    assert operator.get("/api/releases").get_json() == {"releases": ["1.0.0", "1.1.0", "6.6.6"]}
+
+
+FORM_CASES = [
+    # user text never becomes an extra var: fields outside the action's own are refused
+    ({"action": "deploy", "version": "1.0.0", "bluegreen_break_lock": "true"}, 400, "takes no field"),
+    ({"action": "deploy", "version": "1.0.0", "extravars": '{"x": 1}'}, 400, "takes no field"),
+    ({"action": "rollback", "color": "green"}, 400, "takes no field"),
+    ({"action": "switch", "color": "red"}, 400, "color must be one of blue, green"),
+    ({"action": "switch"}, 400, "color must be one of blue, green"),
+    ({"action": "site"}, 400, "unknown action"),
+    ({"action": "../playbooks/teardown"}, 400, "unknown action"),
+    ({}, 400, "unknown action"),
+    # the project has no playbooks/validate.yml: the action is listed but cannot start
+    ({"action": "validate"}, 409, "Validate is unavailable: playbooks/validate.yml is not in the project"),
+    # break-lock actions need a stale lock; there is none
+    ({"action": "break-lock-rollback"}, 409, "there is no stale lock to break"),
+]
+
+
+def test_only_allow_listed_actions_with_valid_fields(operator, app):
+    for form, status, message in FORM_CASES:
+        response = post_action(operator, **form)
+        assert response.status_code == status, form
+        assert message in response.get_data(as_text=True), form
+        response = operator.post(
+            "/runs",
+            data={"csrf_token": csrf(operator), **form},
+            headers={"Accept": "application/json"},
+        )
+        assert response.status_code == status, form
+        assert message in response.get_json()["error"], form
+    assert_nothing_started(app)
+    assert len(app.extensions["bluegreen"].db.refusals(limit=100)) == 2 * len(FORM_CASES)
+
+
+def test_missing_playbook_is_shown_unavailable(operator):
+    actions = {a["name"]: a for a in operator.get("/api/actions").get_json()["actions"]}
+    assert actions["validate"]["available"] is False
+    assert "playbooks/validate.yml" in actions["validate"]["unavailable_reason"]
+    assert actions["deploy"]["available"] is True
+    assert actions["deploy"]["stages"] == ["preflight", "provision", "validate", "switch", "watch", "finish"]
+    page = operator.get("/").get_data(as_text=True)
+    assert 'data-testid="validate-unavailable"' in page
+    button = page.split('id="validate-button"', 1)[1].split(">", 1)[0]
+    assert "disabled" in button
+
+
+def test_deploy_refused_while_a_cli_deploy_holds_the_lock(operator, app):
+    """A lock written the way the controller writes it, held by a live process: Deploy names the holder."""
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        lock = write_lock(state_dir(app), holder.pid)
+        for form in (
+            {"action": "deploy", "version": "1.1.0"},
+            {"action": "rollback"},
+            {"action": "switch", "color": "green"},
+        ):
+            response = post_action(operator, **form)
+            assert response.status_code == 409, form
+            page = response.get_data(as_text=True)
+            assert 'data-testid="refused-lock-holder"' in page
+            for shown in (lock["deployment_id"], "carol", str(holder.pid), lock["host"]):
+                assert shown in page
+            assert (
+                "the deploy lock is held by deployment 20260101T120000Z-1.1.0 (deploy) of user carol" in page
+            )
+        # a live lock cannot be broken from the dashboard
+        response = post_action(operator, action="break-lock-deploy", version="1.0.0")
+        assert response.status_code == 409
+        assert "refusing to break a live lock" in response.get_data(as_text=True)
+        # the overview shows the holder too
+        overview = operator.get("/").get_data(as_text=True)
+        assert "of user carol on" in overview.split('id="lock-holder"', 1)[1].split("</p>", 1)[0]
+        assert operator.get("/api/lock").get_json()["lock"]["stale"] is False
+    finally:
+        holder.kill()
+        holder.wait()
+    assert_nothing_started(app)
+    assert json.loads((state_dir(app) / "deploy.lock").read_text())["user"] == "carol"  # never touched
+
+
+def test_stale_lock_is_broken_only_by_the_break_action(operator, app):
+    write_lock(state_dir(app), dead_pid())
+    response = post_action(operator, action="deploy", version="1.0.0")
+    assert response.status_code == 409
+    page = response.get_data(as_text=True)
+    assert "it looks stale (holder process" in page
+    assert "use Break stale lock" in page
+    assert_nothing_started(app)
+
+    page = operator.get("/").get_data(as_text=True)
+    assert 'data-stale="true"' in page
+    button = page.split('id="break-lock-deploy-button"', 1)[1].split(">", 1)[0]
+    assert "disabled" not in button
+
+    response = post_action(operator, action="break-lock-deploy", version="1.0.0")
+    run_id = run_id_from(response)
+    run = wait_finished(app, run_id)
+    # the playbook got exactly the validated version and the fixed break-lock flag, nothing else
+    assert run["extravars"] == {"bluegreen_version": "1.0.0", "bluegreen_break_lock": True}
+    assert run["params"] == {"version": "1.0.0"}
+    assert run["user"] == "olivia"
+    assert run["status"] == "successful"
+    log = operator.get(f"/runs/{run_id}/log").get_data(as_text=True)
+    assert "deploying 1.0.0 (break lock: True)" in log
+    extravars = Path(app.config["DATA_DIR"]) / "runs" / run_id / "env" / "extravars"
+    assert json.loads(extravars.read_text()) == {"bluegreen_version": "1.0.0", "bluegreen_break_lock": True}

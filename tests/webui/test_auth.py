@@ -1,0 +1,209 @@
+"""Login, roles, CSRF and the session cookie: every refusal starts nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.webui.conftest import PASSWORD, csrf, login, post_action
+from webui import create_app
+from webui.actions import ACTIONS
+from webui.users import UserStore
+
+RUN = "20260101T120000Z-deploy-abcdef"
+PAGES = ["/", "/history", f"/runs/{RUN}", f"/runs/{RUN}/log"]
+STREAMS = ["/overview/events", f"/runs/{RUN}/events"]
+API = [
+    "/api/me",
+    "/api/overview",
+    "/api/actions",
+    "/api/releases",
+    "/api/lock",
+    "/api/runs",
+    f"/api/runs/{RUN}",
+    f"/api/runs/{RUN}/events",
+    "/api/history",
+    "/api/refusals",
+]
+
+
+def assert_nothing_started(app) -> None:
+    bluegreen = app.extensions["bluegreen"]
+    assert bluegreen.db.runs() == []
+    assert bluegreen.runs._jobs == {}
+    assert not (Path(app.config["DATA_DIR"]) / "runs").exists()
+
+
+def test_every_route_needs_login(app):
+    client = app.test_client()
+    for path in PAGES:
+        response = client.get(path)
+        assert response.status_code == 302, path
+        assert response.headers["Location"].startswith("/login?next="), path
+    for path in STREAMS + API:
+        response = client.get(path)
+        assert response.status_code == 401, path
+        assert response.get_json() == {"error": "login required"}, path
+    # the login page itself and static files are reachable
+    assert client.get("/login").status_code == 200
+    assert client.get("/static/app.css").status_code == 200
+
+
+def test_every_route_answers_once_logged_in(viewer, app):
+    """The same list of routes, so the refusals above are refusals and not 404s."""
+    for path in ["/", "/history", *API[:6], "/api/history", "/api/refusals"]:
+        assert viewer.get(path).status_code == 200, path
+    for path in [f"/runs/{RUN}", f"/api/runs/{RUN}"]:
+        assert viewer.get(path).status_code == 404, path
+
+
+def test_post_without_login_starts_nothing(app):
+    client = app.test_client()
+    client.get("/login")  # a session with a CSRF token, but no user
+    for action in ACTIONS:
+        response = client.post(
+            "/runs", data={"action": action.name, "version": "1.0.0", "csrf_token": csrf(client)}
+        )
+        assert response.status_code == 302
+        assert response.headers["Location"].startswith("/login")
+        response = client.post(
+            "/runs",
+            data={"action": action.name, "version": "1.0.0", "csrf_token": csrf(client)},
+            headers={"Accept": "application/json"},
+        )
+        assert response.status_code == 401
+    assert_nothing_started(app)
+
+
+def test_wrong_password_and_unknown_user_are_refused(app):
+    client = app.test_client()
+    assert login(client, "olivia", "wrong password!").status_code == 401
+    assert login(client, "mallory").status_code == 401
+    assert "wrong user name or password" in login(client, "mallory").get_data(as_text=True)
+    assert client.get("/").status_code == 302
+
+
+def test_login_needs_csrf(app):
+    client = app.test_client()
+    client.get("/login")
+    response = client.post("/login", data={"username": "olivia", "password": PASSWORD})
+    assert response.status_code == 400
+    assert client.get("/").status_code == 302
+
+
+def test_login_redirects_only_to_local_paths(app):
+    client = app.test_client()
+    client.get("/login")
+    response = client.post(
+        "/login?next=https://evil.example/",
+        data={"username": "olivia", "password": PASSWORD, "csrf_token": csrf(client)},
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+    client.post("/logout", data={"csrf_token": csrf(client)})
+    client.get("/login")
+    response = client.post(
+        "/login?next=/history", data={"username": "olivia", "password": PASSWORD, "csrf_token": csrf(client)}
+    )
+    assert response.headers["Location"] == "/history"
+
+
+def test_viewer_gets_403_on_every_action(viewer, app):
+    for action in ACTIONS:
+        form = {"action": action.name}
+        for field in action.fields:
+            form[field.name] = field.choices[0] if field.choices else "1.0.0"
+        response = post_action(viewer, **form)
+        assert response.status_code == 403, action.name
+        assert "operator role is needed" in response.get_data(as_text=True)
+        response = viewer.post(
+            "/runs", data={"csrf_token": csrf(viewer), **form}, headers={"Accept": "application/json"}
+        )
+        assert response.status_code == 403
+        assert "operator" in response.get_json()["error"]
+    assert_nothing_started(app)
+    refusals = app.extensions["bluegreen"].db.refusals()
+    assert {r["user"] for r in refusals} == {"victor"}
+    assert {r["status"] for r in refusals} == {403}
+
+
+def test_viewer_sees_actions_disabled(viewer):
+    page = viewer.get("/").get_data(as_text=True)
+    assert 'data-testid="viewer-note"' in page
+    assert 'id="deploy-button" data-testid="deploy-button"' in page
+    button = page.split('id="deploy-button"', 1)[1].split(">", 1)[0]
+    assert "disabled" in button
+
+
+def test_post_without_the_csrf_token_is_refused(operator, app):
+    for token in (None, "", "not-the-token", csrf(operator)[:-1]):
+        form = {"action": "deploy", "version": "1.0.0"}
+        if token is not None:
+            form["csrf_token"] = token
+        response = operator.post("/runs", data=form)
+        assert response.status_code == 400
+        assert "CSRF token missing or wrong" in response.get_data(as_text=True)
+        # a header with a wrong token does not help either
+        response = operator.post("/runs", data=form, headers={"X-CSRF-Token": "forged"})
+        assert response.status_code == 400
+    # nor does another session's token
+    other = app.test_client()
+    other.get("/login")
+    response = operator.post("/runs", data={"action": "rollback", "csrf_token": csrf(other)})
+    assert response.status_code == 400
+    assert_nothing_started(app)
+
+
+def test_csrf_token_in_header_is_accepted(operator, app):
+    """Same check, other carrier: scripts may send X-CSRF-Token (here refused later, for the version)."""
+    response = operator.post(
+        "/runs", data={"action": "deploy", "version": "9.9.9"}, headers={"X-CSRF-Token": csrf(operator)}
+    )
+    assert response.status_code == 400
+    assert "not in the release store" in response.get_data(as_text=True)
+    assert_nothing_started(app)
+
+
+def test_logout_needs_csrf_and_ends_the_session(operator):
+    assert operator.post("/logout").status_code == 400
+    assert operator.get("/").status_code == 200
+    assert operator.post("/logout", data={"csrf_token": csrf(operator)}).status_code == 302
+    assert operator.get("/").status_code == 302
+
+
+def test_session_cookie_is_httponly_and_samesite_strict(app, config):
+    client = app.test_client()
+    client.get("/login")
+    response = client.post(
+        "/login", data={"username": "olivia", "password": PASSWORD, "csrf_token": csrf(client)}
+    )
+    cookie = response.headers["Set-Cookie"]
+    assert "bluegreen_session=" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert "Secure" not in cookie
+
+    secure = create_app({**config, "SESSION_COOKIE_SECURE": True})
+    UserStore(secure.config["USERS_FILE"])  # same users file as app
+    client = secure.test_client()
+    client.get("/login")
+    response = client.post(
+        "/login", data={"username": "olivia", "password": PASSWORD, "csrf_token": csrf(client)}
+    )
+    assert "Secure" in response.headers["Set-Cookie"]
+    secure.extensions["bluegreen"].monitor.stop()
+
+
+def test_role_changes_and_removals_apply_at_once(operator, app):
+    users = UserStore(app.config["USERS_FILE"])
+    users.add("olivia", "viewer", PASSWORD, replace=True)
+    assert post_action(operator, action="rollback").status_code == 403
+    users.remove("olivia")
+    assert operator.get("/").status_code == 302
+    assert_nothing_started(app)
+
+
+def test_security_headers(operator):
+    response = operator.get("/")
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
