@@ -7,7 +7,7 @@ INVENTORY ?= inventories/local
 PLAYBOOK := $(BIN)/ansible-playbook -i $(INVENTORY)
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-runtime lint test unit integration demo release lab teardown status bench clean
+.PHONY: help setup setup-runtime lint test unit integration demo release lab teardown status ui bench clean
 
 help:
 	@echo "make demo      set up, build releases, run a blue/green upgrade under live load, print the result"
@@ -16,6 +16,7 @@ help:
 	@echo "make release VERSION=x.y.z   build logplatform x.y.z into .lab/releases/"
 	@echo "make lab       bring up the one-machine lab (blue live);  make teardown  stops it"
 	@echo "make status    live color, versions, node health, lock, recent history"
+	@echo "make ui        the dashboard on http://127.0.0.1:8090 (webui/README.md: add a user first)"
 	@echo "make bench     ingest, switch (atomic vs reload vs restart) and deploy benchmarks: bench/results/"
 	@echo "make clean     stop the lab and remove .lab/ and build output"
 
@@ -51,6 +52,10 @@ teardown: setup-runtime
 
 status: setup-runtime
 	$(PLAYBOOK) playbooks/status.yml
+
+# the dashboard on 127.0.0.1:8090 against the local lab (add a user first: see webui/README.md)
+ui: setup-runtime
+	$(BIN)/python -m webui
 
 bench: setup lab
 	$(BIN)/python bench/ingest.py
