@@ -265,3 +265,10 @@ def test_fault_error_after_requests_serves_the_first_batches_then_500(start_serv
     statuses = [svc.post_json([entry(n, id=f"after-{n}")]).status for n in range(4)]
     assert statuses == [200, 200, 500, 500]
     assert sorted(line["id"] for line in svc.sink_lines()) == ["after-0", "after-1"]
+
+
+def test_fault_lose_writes_acks_and_writes_nothing(start_service: Start) -> None:
+    svc = start_service(fault={"lose_writes": True})
+    resp = svc.post_json([entry(0), entry(1)])
+    assert (resp.status, resp.json()) == (200, {"accepted": 2})
+    assert svc.sink_lines() == []

@@ -91,6 +91,12 @@ options:
     description: Lowest throughput allowed, as a fraction of the baseline's throughput.
     type: float
     default: 0.9
+  figures:
+    description: Judge these figures (the C(figures) of an earlier M(bluegreen_perf) run, or that whole
+      result) instead of measuring; no load is sent. With two asynchronous runs started at once, one on the
+      idle color and one on the live color, this judges the first against the second measured at the same
+      time, under the same load of the machine.
+    type: dict
   ratio_floor_ms:
     description: Latencies under this many milliseconds are raised to it before a ratio is taken, so
       that jitter on very small figures (2 ms against 1 ms) is not read as a slower release.
@@ -183,8 +189,9 @@ figures:
   sample: {sent: 200, ok: 200, errors: 0, error_rate: 0.0, throughput_batches_per_s: 19.9, p50_ms: 4.1,
            p99_ms: 9.8}
 measured:
-  description: False in check mode, when no load was sent (the task is reported ok with a C(msg) saying
-    so, not as skipped, so the message shows however skipped hosts are displayed).
+  description: False when this task sent no load, because I(figures) were judged or in check mode (there
+    the task is reported ok with a C(msg) saying so, not as skipped, so the message shows however skipped
+    hosts are displayed).
   returned: always
   type: bool
 node:
@@ -307,6 +314,7 @@ def main() -> None:
             "max_p50_ratio": {"type": "float"},
             "min_throughput_ratio": {"type": "float", "default": 0.9},
             "ratio_floor_ms": {"type": "float", "default": 5.0},
+            "figures": {"type": "dict"},
         },
         supports_check_mode=True,
     )
@@ -320,8 +328,13 @@ def main() -> None:
     if baseline is not None and isinstance(baseline.get("figures"), dict):
         baseline = baseline["figures"]  # a whole registered result was given
     result = {"changed": False, "node": node, "run_id": run_id, "baseline": baseline}
+    given = p["figures"]
+    if given is not None and isinstance(given.get("figures"), dict):
+        given = given["figures"]  # a whole registered result was given
+    if p["figures"] is not None and not given:
+        module.fail_json(msg=f"bluegreen_perf against {node}: figures hold no measurement to judge", **result)
 
-    if module.check_mode:
+    if module.check_mode and given is None:
         names = ABSOLUTE + (RATIOS if baseline else ())
         records = [
             record(
@@ -342,7 +355,7 @@ def main() -> None:
             **result,
         )
 
-    figures = run_load(
+    figures = given or run_load(
         join_url(p["url"], p["path"]),
         rate=p["rate"],
         seconds=p["seconds"],
@@ -355,7 +368,7 @@ def main() -> None:
     records = absolute_records(node, figures, p)
     if baseline:
         records += [ratio_record(name, node, figures, baseline, p) for name in RATIOS]
-    result.update(measured=True, figures=figures, records=records)
+    result.update(measured=given is None, figures=figures, records=records)
     if failed_records(records):
         module.fail_json(msg=failure_message(records, f"bluegreen_perf against {node}"), **result)
     module.exit_json(**result)

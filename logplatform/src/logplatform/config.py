@@ -77,6 +77,7 @@ class FaultConfig:
     # that passes its canary, then fails under traffic)
     extra_latency_ms: float = 0.0  # added to every POST /v1/logs
     report_version: str = ""  # if set, reported instead of the real version
+    lose_writes: bool = False  # answer 200 without writing anything (the canary check must catch it)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ _FAULT_KEYS: dict[str, str] = {
     "error_after_requests": "int",
     "extra_latency_ms": "float",
     "report_version": "str",
+    "lose_writes": "bool",
 }
 
 _TYPE_NAMES = {
@@ -278,6 +280,7 @@ def effective_config(config: Config) -> dict[str, Any]:
             "error_after_requests": fault.error_after_requests,
             "extra_latency_ms": fault.extra_latency_ms,
             "report_version": fault.report_version,
+            "lose_writes": fault.lose_writes,
         },
     }
 
