@@ -49,6 +49,31 @@ def assert_old_color_gets_nothing_new(old: str, new: str) -> None:
     assert backend_requests(new) > before_new
 
 
+def assert_report_lists_every_check(deployment_id: str, idle: str) -> None:
+    """A good release's JSON report: every check of stage 3 passed (or was not judged), with its observation."""
+    report = json.loads((STATE_DIR / "reports" / f"{deployment_id}.json").read_text())
+    assert report["result"] == "pass", report["failed"]
+    nodes = {f"{idle}-1", f"{idle}-2"}
+    seen: dict[str, set] = {}
+    for check in report["checks"]:
+        assert check["verdict"] in ("pass", "skip"), check
+        assert check["observed"] is not None, check
+        seen.setdefault(check["name"], set()).add(check["node"])
+    for name in (
+        "health_ready",
+        "health_version",
+        "config_rendered",
+        "config_consistent",
+        "config_matches_live",
+    ):
+        assert seen[name] == nodes, (name, seen)
+    assert {"canary_routed", "canary_in_sink", "perf_error_rate", "perf_p99_ms", "perf_throughput"} <= set(
+        seen
+    )
+    assert {"perf_p99_ratio", "perf_throughput_ratio"} <= set(seen)  # judged against the live color
+    assert report["summary"]["failed"] == 0 and report["summary"]["passed"] >= 15
+
+
 def test_deploy_rollback_deploy_under_load_loses_nothing(releases, tmp_path):
     first_live = state()["live"]
     load = Loadgen(tmp_path / "load")
@@ -59,6 +84,7 @@ def test_deploy_rollback_deploy_under_load_loses_nothing(releases, tmp_path):
         assert state()["live"] == haproxy_live() == other(first_live)
         assert state()["versions"][other(first_live)] == "1.1.0"
         assert_old_color_gets_nothing_new(first_live, other(first_live))
+        assert_report_lists_every_check(history()[-1]["deployment_id"], other(first_live))
 
         run = run_playbook("rollback.yml")
         assert run.returncode == 0, run.output[-3000:]
@@ -97,7 +123,8 @@ def test_never_ready_release_fails_in_validate_and_traffic_never_moves(releases)
     )
     assert run.returncode != 0
     assert "failed in stage validate" in run.output
-    assert "not ready after 4s" in run.output
+    assert 'check "health_ready"' in run.output
+    assert "threshold 200 within 4s" in run.output
     assert "Traffic never moved" in run.output
     assert state()["live"] == haproxy_live() == live
     assert state()["versions"][live] == versions[live]
@@ -110,7 +137,8 @@ def test_release_erroring_after_the_switch_is_rolled_back_by_the_watch(releases,
     live = state()["live"]
     load = Loadgen(tmp_path / "load", rate=100)
     try:
-        fault = '{"logplatform_fault": {"error_rate": 1.0, "error_after_requests": 100}}'
+        # validation (canary, perf, shadow) takes well under 150 answers per node; live traffic then more
+        fault = '{"logplatform_fault": {"error_rate": 1.0, "error_after_requests": 150}}'
         run = deploy("1.2.0", "-e", fault, "-e", "bluegreen_watch_seconds=20")
     finally:
         load.stop()
@@ -121,8 +149,8 @@ def test_release_erroring_after_the_switch_is_rolled_back_by_the_watch(releases,
     assert state()["live"] == haproxy_live() == live
     assert history()[-1]["result"] == "rolled-back"
     assert not (STATE_DIR / "deploy.lock").exists()
-    # canary, probe and ~100 live batches per node pass; then 500s until the watch rolls back, within
-    # a few intervals: far fewer failures than 20 s of load would give
+    # validation and the first live batches pass (150 answers per node); then 500s until the watch rolls
+    # back, within a few intervals: far fewer failures than 20 s of load would give
     report = load.verify()
     assert report["lost"] == 0
     assert 0 < report["failed_requests_total"] < 100 * 5
