@@ -50,7 +50,7 @@ def assert_old_color_gets_nothing_new(old: str, new: str) -> None:
 
 
 def assert_report_lists_every_check(deployment_id: str, idle: str) -> None:
-    """A good release's JSON report: every check of stage 3 passed (or was not judged), with its observation."""
+    """A good release's JSON report: every check of stage 3 passed (or was not judged), with what it saw."""
     report = json.loads((STATE_DIR / "reports" / f"{deployment_id}.json").read_text())
     assert report["result"] == "pass", report["failed"]
     nodes = {f"{idle}-1", f"{idle}-2"}
