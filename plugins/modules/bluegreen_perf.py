@@ -329,9 +329,9 @@ def main() -> None:
         baseline = baseline["figures"]  # a whole registered result was given
     result = {"changed": False, "node": node, "run_id": run_id, "baseline": baseline}
     given = p["figures"]
-    if given is not None and isinstance(given.get("figures"), dict):
+    if given is not None and "figures" in given:
         given = given["figures"]  # a whole registered result was given
-    if p["figures"] is not None and not given:
+    if p["figures"] is not None and not (isinstance(given, dict) and given):
         module.fail_json(msg=f"bluegreen_perf against {node}: figures hold no measurement to judge", **result)
 
     if module.check_mode and given is None:

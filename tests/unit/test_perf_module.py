@@ -163,3 +163,28 @@ def test_a_baseline_without_figures_leaves_the_ratios_unjudged():
         "perf_throughput_ratio", "p", figures, {"throughput_batches_per_s": 20.0}, params
     )
     assert (rec["observed"], rec["op"], rec["verdict"]) == (1.0, ">=", "pass")
+
+
+def test_given_figures_are_judged_without_sending_load(nodes, baseline):
+    """Stage 3 measures idle and live concurrently, then judges the idle figures against the live ones."""
+    slow = nodes["slow"]
+    measured_failed, measured = perf(slow, rate=10, concurrency=4, max_p99_ms=150)
+    assert measured_failed
+    before = slow.batches("ok")
+    failed, result = perf(
+        slow, rate=10, figures=measured, baseline=baseline[0], max_p99_ms=150, max_p99_ratio=2.0
+    )
+    assert slow.batches("ok") == before  # nothing sent
+    assert failed and result["measured"] is False
+    assert result["figures"] == measured["figures"]
+    by_name = {r["name"]: r for r in result["records"]}
+    assert by_name["perf_p99_ms"]["observed"] == measured["figures"]["p99_ms"]
+    assert by_name["perf_p99_ratio"]["verdict"] == "fail"
+    # the same figures, judged with thresholds they meet, pass
+    failed, result = perf(slow, rate=10, figures=measured["figures"], max_p99_ms=10_000, min_throughput=1)
+    assert not failed, result["msg"] if failed else ""
+
+
+def test_figures_without_a_measurement_are_refused(nodes):
+    failed, result = perf(nodes["good"], rate=10, figures={"figures": None})
+    assert failed and "figures hold no measurement to judge" in result["msg"]
