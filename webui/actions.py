@@ -50,9 +50,16 @@ class Action:
     needs_stale_lock: bool = False
     # the "[n/N stage]" steps its playbook's task names report, in order (none: no progress bar)
     stages: tuple[str, ...] = ()
+    # dashboard settings (webui/config.py keys) this action passes to its playbook, see SETTING_VARS
+    settings: tuple[str, ...] = ()
 
 
 DEPLOY_STAGES = ("preflight", "provision", "validate", "switch", "watch", "finish")
+# setting -> the extra var it becomes; a setting of 0 passes nothing (the playbook's default holds).
+# These come from the dashboard's own configuration, never from a form.
+SETTING_VARS = {"WATCH_SECONDS": "bluegreen_watch_seconds"}
+# every run carries the logged-in user, recorded by the controller as `actor` in lock and history
+ACTOR_VAR = "bluegreen_actor"
 RELEASE = Field("version", "bluegreen_version", "release", "Version")
 COLOR = Field("color", "bluegreen_color", "choice", "Color", ("blue", "green"))
 
@@ -65,6 +72,7 @@ ACTIONS: tuple[Action, ...] = (
         "Deploy {version} to the idle color and switch live traffic to it?",
         fields=(RELEASE,),
         stages=DEPLOY_STAGES,
+        settings=("WATCH_SECONDS",),
     ),
     Action(
         "validate",
@@ -98,6 +106,7 @@ ACTIONS: tuple[Action, ...] = (
         fixed_vars={"bluegreen_break_lock": True},
         needs_stale_lock=True,
         stages=DEPLOY_STAGES,
+        settings=("WATCH_SECONDS",),
     ),
     Action(
         "break-lock-rollback",
@@ -111,6 +120,17 @@ ACTIONS: tuple[Action, ...] = (
 )
 
 BY_NAME = {action.name: action for action in ACTIONS}
+
+
+def run_vars(action: Action, extravars: Mapping[str, Any], settings: Mapping[str, Any], user: str) -> dict:
+    """The extra vars a run gets: the validated form's, the action's settings from the dashboard's
+    configuration (when not 0), and the logged-in user as bluegreen_actor."""
+    out = dict(extravars)
+    for key in action.settings:
+        if settings.get(key):
+            out[SETTING_VARS[key]] = settings[key]
+    out[ACTOR_VAR] = user
+    return out
 
 
 class Catalog:

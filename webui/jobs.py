@@ -20,7 +20,7 @@ from typing import Any
 
 import ansible_runner
 
-from webui.actions import Action, ActionRefused
+from webui.actions import Action, ActionRefused, run_vars
 from webui.controller_state import ControllerState, describe_holder
 from webui.store import Database, RunEvents
 
@@ -262,6 +262,7 @@ class RunManager:
                     status=409,
                 )
             self.check_lock(action)
+            extravars = run_vars(action, extravars, self.config, user["name"])
             run_id = new_run_id(action.name)
             self.db.create_run(
                 {

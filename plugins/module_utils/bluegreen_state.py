@@ -4,7 +4,8 @@ state.json    {"live": "blue", "previous": "green", "versions": {"blue": "1.0.0"
                "deployment": {"id", "version", "stage", "started_at"} | null,
                "warm_until": "<time the previous color may be retired>" | null, "updated_at": "..."}
 history.jsonl one JSON object per finished deployment / switch / rollback / lock break.
-deploy.lock   {"deployment_id", "action", "user", "host", "pid", "started_at", "ttl_seconds"}
+deploy.lock   {"deployment_id", "action", "user", "actor", "host", "pid", "started_at", "ttl_seconds"}
+              (user: the controller's OS user; actor: who asked, e.g. the dashboard's user, or null)
 
 Every write is atomic (temp file, fsync, rename), so a reader sees the old or the new file, never a
 torn one. The lock is created with O_EXCL, so two deploys racing for it cannot both win.
@@ -189,9 +190,11 @@ def describe_holder(lock: dict) -> str:
     """One sentence naming who holds a lock, for refusals."""
     if not lock:
         return "the deploy lock is held"
+    # actor: who asked for the run when it is not the OS user (the dashboard's logged-in user)
+    who = f"{lock['actor']} (OS user {lock.get('user')})" if lock.get("actor") else f"user {lock.get('user')}"
     text = (
         f"the deploy lock is held by deployment {lock.get('deployment_id')} ({lock.get('action', 'deploy')}) "
-        f"of user {lock.get('user')} on {lock.get('host')}, pid {lock.get('pid')}, "
+        f"of {who} on {lock.get('host')}, pid {lock.get('pid')}, "
         f"since {lock.get('started_at')}"
     )
     if lock.get("stale"):

@@ -150,7 +150,7 @@ def _lock(module: AnsibleModule, store: StateDir, state: dict | None) -> dict:
     if module.check_mode:
         return result
     if current:
-        by = {key: holder.get(key) for key in ("user", "host", "deployment_id")}
+        by = {key: holder.get(key) for key in ("user", "actor", "host", "deployment_id")}
         result["broken_lock"] = store.break_lock(by)
     store.acquire(holder)
     return result

@@ -74,3 +74,27 @@ def test_a_child_running_another_command_is_its_own_controller():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     own, seen = map(int, out.split())
     assert seen == own != os.getpid()
+
+
+def test_bluegreen_actor_is_named_beside_the_os_user():
+    found = load().LookupModule().run([], variables={"bluegreen_actor": "alice"})
+    assert found == [
+        {"pid": os.getpid(), "user": getpass.getuser(), "host": socket.gethostname(), "actor": "alice"}
+    ]
+    # unset or empty (the role default): the identity is exactly what a CLI run records
+    for variables in ({}, {"bluegreen_actor": ""}, None):
+        assert "actor" not in load().LookupModule().run([], variables=variables)[0]
+
+
+def test_bluegreen_actor_that_is_not_a_user_name_is_refused():
+    from ansible.errors import AnsibleError  # noqa: PLC0415
+
+    module = load()
+    for bad in ("alice; rm -rf /", "a" * 65, "-x", "al ice", "al\nice", "alice\n", ["alice"]):
+        try:
+            module.LookupModule().run([], variables={"bluegreen_actor": bad})
+        except AnsibleError as exc:
+            assert "bluegreen_actor" in str(exc)
+            assert "not a user name" in str(exc)
+        else:
+            raise AssertionError(f"{bad!r} was accepted")

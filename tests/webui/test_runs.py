@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.webui.conftest import login, post_action, run_id_from, stream, wait_finished
+from tests.webui.conftest import login, post_action, refusal, run_id_from, stream, wait_finished
 
 WAIT_TASK = "[3/6 validate] Wait for the test to open the gate"
 
@@ -49,9 +49,9 @@ def test_stream_replays_resumes_and_follows_a_run_that_outlives_its_viewers(oper
     assert not run["finished"]
 
     # one run at a time: a second action is refused, naming the running one
-    response = post_action(operator, action="rollback")
-    assert response.status_code == 409
-    assert f"run {run_id} (deploy) is in progress" in response.get_data(as_text=True)
+    status, page = refusal(operator, post_action(operator, action="rollback"))
+    assert status == 409
+    assert f"run {run_id} (deploy) is in progress" in page
     assert len(app.extensions["bluegreen"].db.runs()) == 1
 
     # reconnect with Last-Event-ID: the stream resumes right after it, replaying nothing twice ...
@@ -88,7 +88,8 @@ def test_stream_replays_resumes_and_follows_a_run_that_outlives_its_viewers(oper
 
     run = wait_finished(app, run_id)
     assert (run["status"], run["rc"], run["user"], run["action"]) == ("successful", 0, "olivia", "deploy")
-    assert run["extravars"] == {"bluegreen_version": "1.1.0"}
+    # the validated version, and the logged-in user for the controller's lock and history
+    assert run["extravars"] == {"bluegreen_version": "1.1.0", "bluegreen_actor": "olivia"}
     # the full log, the JSON events and the history page
     log = operator.get(f"/runs/{run_id}/log").get_data(as_text=True)
     assert "TASK [[3/6 validate] Wait for the test to open the gate]" in log
