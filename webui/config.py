@@ -36,6 +36,12 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "SECRET_KEY": (None, "session signing key (default: generated once into <data dir>/secret_key)"),
     "SESSION_COOKIE_SECURE": (False, "send the session cookie over HTTPS only (set behind TLS)"),
     "SESSION_HOURS": (12, "how long a login lasts"),
+    "LOGIN_MAX_FAILURES": (
+        5,
+        "failed logins for one user from one address (4x that for one address) before login is refused "
+        "for a while; 0: no limit",
+    ),
+    "LOGIN_WINDOW_SECONDS": (300, "the window those failures are counted in, and how long a refusal lasts"),
     "HAPROXY_STATS_URL": ("http://127.0.0.1:8404/stats;csv", "HAProxy's CSV stats page"),
     "NODE_METRICS": (True, "read each node's /metrics (address from HAProxy) for sink entries/s"),
     "POLL_INTERVAL": (1.0, "seconds between two overview samples"),
@@ -43,6 +49,10 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "OVERVIEW_STREAM_SECONDS": (300, "an overview SSE stream ends after this; the browser reconnects"),
     "SSE_HEARTBEAT": (15.0, "seconds between keep-alive comments on a quiet run stream"),
     "RUN_TIMEOUT": (3600, "a run is cancelled by ansible-runner after this many seconds"),
+    "WATCH_SECONDS": (
+        0,
+        "deploys run their watch stage this long (bluegreen_watch_seconds); 0: the playbook's default",
+    ),
     "ANSIBLE_BIN_DIR": (
         None,
         "directory put first on PATH for runs, where ansible-playbook is "
@@ -125,6 +135,10 @@ def resolve(values: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"PORT: {config['PORT']} is not a TCP port")
     if config["POLL_INTERVAL"] <= 0 or config["CHART_SECONDS"] <= 0:
         raise ConfigError("POLL_INTERVAL and CHART_SECONDS must be positive")
+    if config["LOGIN_MAX_FAILURES"] < 0 or config["LOGIN_WINDOW_SECONDS"] <= 0:
+        raise ConfigError("LOGIN_MAX_FAILURES must be 0 or more and LOGIN_WINDOW_SECONDS positive")
+    if not 0 <= config["WATCH_SECONDS"] <= 86400:
+        raise ConfigError(f"WATCH_SECONDS: {config['WATCH_SECONDS']} is not between 0 and 86400")
     config["TESTING"] = bool(values.get("TESTING", False))
     return config
 

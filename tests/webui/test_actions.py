@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
-from tests.webui.conftest import csrf, post_action, run_id_from, wait_finished, write_lock
+from tests.webui.conftest import (
+    csrf,
+    login,
+    post_action,
+    refusal,
+    run_id_from,
+    wait_finished,
+    write_lock,
+)
 from tests.webui.test_auth import assert_nothing_started
+from webui import create_app
 
 
 def state_dir(app) -> Path:
@@ -32,13 +42,14 @@ VERSION_CASES = [
 
 def test_version_not_in_the_store_is_rejected_with_a_message(operator, app):
     for form, message in VERSION_CASES:
-        response = post_action(operator, action="deploy", **form)
-        assert response.status_code == 400, form
-        page = response.get_data(as_text=True)
+        status, page = refusal(operator, post_action(operator, action="deploy", **form))
+        assert status == 400, form
         assert 'data-testid="flash-message"' in page
         assert message in page, form
-    page = post_action(operator, action="deploy", version="9.9.9").get_data(as_text=True)
+    _, page = refusal(operator, post_action(operator, action="deploy", version="9.9.9"))
     assert "it has: 1.0.0, 1.1.0, 6.6.6" in page
+    # shown once: reloading the overview neither repeats the refusal nor sends the form again
+    assert 'data-testid="flash-message"' not in operator.get("/").get_data(as_text=True)
     assert_nothing_started(app)
 
 
@@ -68,9 +79,9 @@ FORM_CASES = [
 
 def test_only_allow_listed_actions_with_valid_fields(operator, app):
     for form, status, message in FORM_CASES:
-        response = post_action(operator, **form)
-        assert response.status_code == status, form
-        assert message in response.get_data(as_text=True), form
+        shown, page = refusal(operator, post_action(operator, **form))
+        assert shown == status, form
+        assert message in page, form
         response = operator.post(
             "/runs",
             data={"csrf_token": csrf(operator), **form},
@@ -104,9 +115,8 @@ def test_deploy_refused_while_a_cli_deploy_holds_the_lock(operator, app):
             {"action": "rollback"},
             {"action": "switch", "color": "green"},
         ):
-            response = post_action(operator, **form)
-            assert response.status_code == 409, form
-            page = response.get_data(as_text=True)
+            status, page = refusal(operator, post_action(operator, **form))
+            assert status == 409, form
             assert 'data-testid="refused-lock-holder"' in page
             for shown in (lock["deployment_id"], "carol", str(holder.pid), lock["host"]):
                 assert shown in page
@@ -114,9 +124,9 @@ def test_deploy_refused_while_a_cli_deploy_holds_the_lock(operator, app):
                 "the deploy lock is held by deployment 20260101T120000Z-1.1.0 (deploy) of user carol" in page
             )
         # a live lock cannot be broken from the dashboard
-        response = post_action(operator, action="break-lock-deploy", version="1.0.0")
-        assert response.status_code == 409
-        assert "refusing to break a live lock" in response.get_data(as_text=True)
+        status, page = refusal(operator, post_action(operator, action="break-lock-deploy", version="1.0.0"))
+        assert status == 409
+        assert "refusing to break a live lock" in page
         # the overview shows the holder too
         overview = operator.get("/").get_data(as_text=True)
         assert "of user carol on" in overview.split('id="lock-holder"', 1)[1].split("</p>", 1)[0]
@@ -130,9 +140,8 @@ def test_deploy_refused_while_a_cli_deploy_holds_the_lock(operator, app):
 
 def test_stale_lock_is_broken_only_by_the_break_action(operator, app):
     write_lock(state_dir(app), dead_pid())
-    response = post_action(operator, action="deploy", version="1.0.0")
-    assert response.status_code == 409
-    page = response.get_data(as_text=True)
+    status, page = refusal(operator, post_action(operator, action="deploy", version="1.0.0"))
+    assert status == 409
     assert "it looks stale (holder process" in page
     assert "use Break stale lock" in page
     assert_nothing_started(app)
@@ -145,12 +154,37 @@ def test_stale_lock_is_broken_only_by_the_break_action(operator, app):
     response = post_action(operator, action="break-lock-deploy", version="1.0.0")
     run_id = run_id_from(response)
     run = wait_finished(app, run_id)
-    # the playbook got exactly the validated version and the fixed break-lock flag, nothing else
-    assert run["extravars"] == {"bluegreen_version": "1.0.0", "bluegreen_break_lock": True}
+    # the playbook got exactly the validated version, the fixed break-lock flag and the user, nothing else
+    expected = {"bluegreen_version": "1.0.0", "bluegreen_break_lock": True, "bluegreen_actor": "olivia"}
+    assert run["extravars"] == expected
     assert run["params"] == {"version": "1.0.0"}
     assert run["user"] == "olivia"
     assert run["status"] == "successful"
     log = operator.get(f"/runs/{run_id}/log").get_data(as_text=True)
     assert "deploying 1.0.0 (break lock: True)" in log
     extravars = Path(app.config["DATA_DIR"]) / "runs" / run_id / "env" / "extravars"
-    assert json.loads(extravars.read_text()) == {"bluegreen_version": "1.0.0", "bluegreen_break_lock": True}
+    assert json.loads(extravars.read_text()) == expected
+
+
+def test_watch_seconds_setting_reaches_deploys_only(config, users_file):
+    """WATCH_SECONDS comes from the dashboard's configuration (never a form) and only deploys get it."""
+    app = create_app({**config, "WATCH_SECONDS": 4})
+    shutil.copy(users_file, app.config["USERS_FILE"])
+    try:
+        client = app.test_client()
+        assert login(client, "olivia").status_code == 302
+        deploy = wait_finished(app, run_id_from(post_action(client, action="deploy", version="1.0.0")))
+        assert deploy["extravars"] == {
+            "bluegreen_version": "1.0.0",
+            "bluegreen_watch_seconds": 4,
+            "bluegreen_actor": "olivia",
+        }
+        rollback = wait_finished(app, run_id_from(post_action(client, action="rollback")))
+        assert rollback["extravars"] == {"bluegreen_actor": "olivia"}
+        # and a form cannot set it
+        status, page = refusal(
+            client, post_action(client, action="deploy", version="1.0.0", watch_seconds="1")
+        )
+        assert (status, "takes no field" in page) == (400, True)
+    finally:
+        app.extensions["bluegreen"].monitor.stop()
