@@ -20,6 +20,7 @@ from webui.actions import Catalog
 from webui.jobs import RunManager
 from webui.monitor import Monitor
 from webui.store import Database
+from webui.throttle import LoginThrottle
 from webui.users import UserStore
 
 log = logging.getLogger("webui")
@@ -35,6 +36,7 @@ class Bluegreen:
     catalog: Catalog
     runs: RunManager
     monitor: Monitor
+    logins: LoginThrottle
 
 
 def _secret_key(config: dict) -> str:
@@ -79,6 +81,7 @@ def build(config: Mapping[str, Any] | None = None) -> Flask:
         catalog=Catalog(settings["PROJECT_DIR"], settings["RELEASE_STORE"]),
         runs=RunManager(settings, db),
         monitor=Monitor(settings),
+        logins=LoginThrottle(settings["LOGIN_MAX_FAILURES"], settings["LOGIN_WINDOW_SECONDS"]),
     )
 
     app.register_blueprint(auth.bp)

@@ -28,6 +28,8 @@ from flask import (
     url_for,
 )
 
+from webui.throttle import describe_wait
+
 bp = Blueprint("auth", __name__)
 
 PUBLIC_ENDPOINTS = {"auth.login", "static"}
@@ -110,24 +112,51 @@ def role_required(role: str) -> Callable:
     return decorator
 
 
+def _login_refused(message: str, status: int, retry_after: float | None = None) -> Any:
+    """A refused login: JSON clients get the status; a browser is redirected to the login page, which
+    shows the message once (POST-redirect-GET: reloading it does not send the password again)."""
+    if wants_json():
+        response = jsonify(error=message)
+        response.status_code = status
+    else:
+        session["login_error"] = message
+        target = request.args.get("next")
+        response = redirect(url_for("auth.login", next=target) if target else url_for("auth.login"), code=303)
+    if retry_after:
+        response.headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+    return response
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
-    error = None
-    status = 200
     if request.method == "POST":
-        users = current_app.extensions["bluegreen"].users
-        user = users.authenticate(request.form.get("username", ""), request.form.get("password", ""))
+        bluegreen = current_app.extensions["bluegreen"]
+        name = request.form.get("username", "").strip()[:64]
+        address = request.remote_addr
+        wait = bluegreen.logins.retry_after(name, address)
+        if wait > 0:
+            message = (
+                f"too many failed logins for {name or 'this user'} from {address}: "
+                f"try again in {describe_wait(wait)}"
+            )
+            bluegreen.db.record_refusal(name or None, "login", 429, message)
+            current_app.logger.warning("login refused: %s", message)
+            return _login_refused(message, 429, wait)
+        user = bluegreen.users.authenticate(name, request.form.get("password", ""))
         if user is None:
-            error = "wrong user name or password"
-            status = 401
-        else:
-            session.clear()  # a new session (and CSRF token) on every login
-            session["user"] = user["name"]
-            session.permanent = True
-            csrf_token()
-            current_app.logger.info("login: %s (%s) from %s", user["name"], user["role"], request.remote_addr)
-            return redirect(_safe_next(request.args.get("next")))
-    return render_template("login.html", error=error, next=request.args.get("next", "")), status
+            bluegreen.logins.failed(name, address)
+            bluegreen.db.record_refusal(name or None, "login", 401, "wrong user name or password")
+            current_app.logger.info("failed login for %r from %s", name, address)
+            return _login_refused("wrong user name or password", 401)
+        bluegreen.logins.succeeded(name, address)
+        session.clear()  # a new session (and CSRF token) on every login
+        session["user"] = user["name"]
+        session.permanent = True
+        csrf_token()
+        current_app.logger.info("login: %s (%s) from %s", user["name"], user["role"], address)
+        return redirect(_safe_next(request.args.get("next")))
+    error = session.pop("login_error", None)
+    return render_template("login.html", error=error, next=request.args.get("next", ""))
 
 
 @bp.route("/logout", methods=["POST"])

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, current_app, g, render_template
+from flask import Blueprint, current_app, g, render_template, session
 
 from webui import sse
 
@@ -36,8 +36,10 @@ def snapshot(with_chart: bool = False) -> dict:
     return data
 
 
-def render_overview(error: str | None = None, lock: dict | None = None, status: int = 200) -> Any:
+def render_overview(refusal: dict | None = None) -> Any:
+    """The overview page; `refusal` {error, status, action, lock}: an action just refused, shown once."""
     bluegreen = ext()
+    refusal = refusal or {}
     # colors and versions straight from state.json (cheap); rates arrive on the stream
     state = bluegreen.monitor.state_summary()
     return (
@@ -45,20 +47,22 @@ def render_overview(error: str | None = None, lock: dict | None = None, status: 
             "overview.html",
             state=state,
             actions=bluegreen.catalog.describe(),
-            error=error,
-            refused_lock=lock,
+            error=refusal.get("error"),
+            refused_status=refusal.get("status"),
+            refused_action=refusal.get("action"),
+            refused_lock=refusal.get("lock"),
             can_act=g.user["role"] == "operator",
             recent=bluegreen.db.runs(limit=5),
             active=active_run(),
             chart_seconds=bluegreen.config["CHART_SECONDS"],
         ),
-        status,
+        200,
     )
 
 
 @bp.route("/")
 def index() -> Any:
-    return render_overview()
+    return render_overview(session.pop("refusal", None))
 
 
 @bp.route("/overview/events")

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, g, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
 from webui import sse
 from webui.actions import BY_NAME, ActionRefused
 from webui.auth import role_required, wants_json
 from webui.jobs import RUN_ID_PATTERN
-from webui.overview import ext, render_overview
+from webui.overview import ext
 
 bp = Blueprint("runs", __name__)
 
@@ -33,7 +44,14 @@ def start() -> Any:
         bluegreen.db.record_refusal(g.user["name"], request.form.get("action"), refused.status, str(refused))
         if wants_json():
             return jsonify(error=str(refused), lock=refused.lock), refused.status
-        return render_overview(error=str(refused), lock=refused.lock, status=refused.status)
+        # POST-redirect-GET: the overview shows the refusal once; reloading it asks for nothing again
+        session["refusal"] = {
+            "error": str(refused),
+            "status": refused.status,
+            "action": (request.form.get("action") or "")[:40],
+            "lock": refused.lock,
+        }
+        return redirect(url_for("overview.index"), code=303)
     if wants_json():
         return jsonify(run_id=run_id, url=url_for("runs.page", run_id=run_id)), 202
     return redirect(url_for("runs.page", run_id=run_id), code=303)

@@ -212,6 +212,17 @@ def post_action(client, **form):
     return client.post("/runs", data={"csrf_token": csrf(client), **form})
 
 
+def refusal(client, response) -> tuple[int, str]:
+    """A refused form POST (POST-redirect-GET): 303 to the overview, which shows the refusal once.
+    Returns (the refusal's status, the overview page)."""
+    assert response.status_code == 303, (response.status_code, response.get_data(as_text=True)[:1000])
+    assert response.headers["Location"] == "/"
+    page = client.get("/").get_data(as_text=True)
+    match = re.search(r'data-testid="refusal-text" data-status="(\d+)"', page)
+    assert match, page[:3000]
+    return int(match.group(1)), page
+
+
 def run_id_from(response) -> str:
     assert response.status_code == 303, response.get_data(as_text=True)[:2000]
     match = re.search(r"/runs/([^/]+)$", response.headers["Location"])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from tests.webui.conftest import PASSWORD, csrf, login, post_action
+from tests.webui.conftest import PASSWORD, csrf, login, post_action, refusal
 from webui import create_app
 from webui.actions import ACTIONS
 from webui.users import UserStore
@@ -76,10 +77,70 @@ def test_post_without_login_starts_nothing(app):
 
 def test_wrong_password_and_unknown_user_are_refused(app):
     client = app.test_client()
-    assert login(client, "olivia", "wrong password!").status_code == 401
-    assert login(client, "mallory").status_code == 401
-    assert "wrong user name or password" in login(client, "mallory").get_data(as_text=True)
+    for name, password in (("olivia", "wrong password!"), ("mallory", PASSWORD)):
+        # POST-redirect-GET: back to the login page, which says why once
+        response = login(client, name, password)
+        assert response.status_code == 303
+        assert response.headers["Location"] == "/login"
+        page = client.get("/login").get_data(as_text=True)
+        assert 'data-testid="login-error"' in page
+        assert "wrong user name or password" in page
+        assert "wrong user name or password" not in client.get("/login").get_data(as_text=True)
     assert client.get("/").status_code == 302
+    # JSON clients get the status itself
+    response = client.post(
+        "/login",
+        data={"username": "olivia", "password": "nope", "csrf_token": csrf(client)},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 401
+    assert response.get_json() == {"error": "wrong user name or password"}
+    assert [r["reason"] for r in app.extensions["bluegreen"].db.refusals()] == [
+        "wrong user name or password"
+    ] * 3
+
+
+def test_failed_logins_are_rate_limited_per_user_and_address(app):
+    """LOGIN_MAX_FAILURES (5) failures for one user from one address: refused, even with the right
+    password, with a message saying for how long; other users and addresses are not affected."""
+    client = app.test_client()
+    for _ in range(5):
+        assert login(client, "olivia", "guess " * 3).status_code == 303
+    response = login(client, "olivia")  # the right password, too late
+    assert response.status_code == 303
+    assert int(response.headers["Retry-After"]) > 250
+    page = client.get("/login").get_data(as_text=True)
+    assert re.search(r"too many failed logins for olivia from 127.0.0.1: try again in \d+ min", page)
+    assert client.get("/").status_code == 302  # not logged in
+    response = client.post(
+        "/login",
+        data={"username": "olivia", "password": PASSWORD, "csrf_token": csrf(client)},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 429
+    assert "too many failed logins" in response.get_json()["error"]
+    refusals = app.extensions["bluegreen"].db.refusals()
+    assert [r["status"] for r in refusals[:2]] == [429, 429]
+    assert {r["action"] for r in refusals} == {"login"}
+
+    # the same user from another address, and another user from this one, may still log in
+    other = app.test_client()
+    other.get("/login")
+    response = other.post(
+        "/login",
+        data={"username": "olivia", "password": PASSWORD, "csrf_token": csrf(other)},
+        environ_base={"REMOTE_ADDR": "127.0.0.2"},
+    )
+    assert response.status_code == 302
+    assert login(app.test_client(), "victor").status_code == 302
+
+
+def test_one_address_guessing_many_users_is_limited_too(app):
+    client = app.test_client()
+    for n in range(20):  # 4 x LOGIN_MAX_FAILURES over different user names
+        assert login(client, f"user{n}", "guess " * 3).status_code == 303
+    assert login(client, "victor").status_code == 303
+    assert "too many failed logins for victor" in client.get("/login").get_data(as_text=True)
 
 
 def test_login_needs_csrf(app):
@@ -158,8 +219,9 @@ def test_csrf_token_in_header_is_accepted(operator, app):
     response = operator.post(
         "/runs", data={"action": "deploy", "version": "9.9.9"}, headers={"X-CSRF-Token": csrf(operator)}
     )
-    assert response.status_code == 400
-    assert "not in the release store" in response.get_data(as_text=True)
+    status, page = refusal(operator, response)
+    assert status == 400
+    assert "not in the release store" in page
     assert_nothing_started(app)
 
 
