@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
+from tests.webui.cli_lock import CliLock
 from tests.webui.conftest import (
     csrf,
     login,
@@ -136,6 +139,44 @@ def test_deploy_refused_while_a_cli_deploy_holds_the_lock(operator, app):
         holder.wait()
     assert_nothing_started(app)
     assert json.loads((state_dir(app) / "deploy.lock").read_text())["user"] == "carol"  # never touched
+
+
+def test_deploy_refused_while_a_real_cli_playbook_holds_the_lock(operator, app, project, tmp_path):
+    """The lock taken by a real ansible-playbook through roles/bluegreen's take_lock.yml: Deploy shows
+    that process as the holder and starts nothing; once it lets go, the lock is free again."""
+    holder = CliLock(tmp_path, project / "inventories" / "local", state_dir(app))
+    try:
+        assert holder.lock["pid"] == holder.proc.pid
+        status, page = refusal(operator, post_action(operator, action="deploy", version="1.1.0"))
+        assert status == 409
+        shown = page.split('data-testid="refused-lock-holder"', 1)[1].split("</dl>", 1)[0]
+        for value in (
+            holder.lock["deployment_id"],
+            getpass.getuser(),
+            str(holder.proc.pid),
+            socket.gethostname(),
+        ):
+            assert f"<dd>{value}</dd>" in shown
+        assert "stale" not in page.split('data-testid="refusal-text"', 1)[1].split("</span>", 1)[0]
+        assert_nothing_started(app)
+        holder.release()
+    finally:
+        holder.stop()
+    assert operator.get("/api/lock").get_json() == {"lock": None, "text": None}
+
+
+def test_lock_taken_for_a_dashboard_user_names_that_user(operator, app):
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        write_lock(state_dir(app), holder.pid, actor="alice")
+        status, page = refusal(operator, post_action(operator, action="rollback"))
+        assert status == 409
+        assert "of alice (OS user carol) on" in page
+        assert "<dd>alice (OS user carol)</dd>" in page
+    finally:
+        holder.kill()
+        holder.wait()
+    assert_nothing_started(app)
 
 
 def test_stale_lock_is_broken_only_by_the_break_action(operator, app):

@@ -1,0 +1,108 @@
+"""A CLI ansible-playbook that takes the deploy lock exactly as a CLI deploy does (the bluegreen role's
+own take_lock.yml, the bluegreen_controller lookup naming this process), holds it until the test opens
+a gate, and releases it. Cheaper than a whole deploy, and it is the real lock, not a file a test wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from tests.conftest import REPO, VENV_BIN
+
+PLAYBOOK = """
+- name: Hold the deploy lock as a CLI deploy takes it, until the test opens the gate
+  hosts: lb
+  gather_facts: false
+  tasks:
+    - name: Name the run as preflight does
+      ansible.builtin.set_fact:
+        bluegreen_run:
+          id: "{{ now(utc=true, fmt='%Y%m%dT%H%M%SZ') }}-cli-hold"
+          action: deploy
+          version: "1.1.0"
+          controller: "{{ lookup('bluegreen_controller') }}"
+      run_once: true
+
+    - name: Hold the lock until the gate opens
+      block:
+        - name: Take the deploy lock
+          ansible.builtin.include_role:
+            name: bluegreen
+            tasks_from: take_lock.yml
+
+        - name: Wait for the gate
+          ansible.builtin.wait_for:
+            path: "{{ gate }}"
+            timeout: 300
+      always:
+        - name: Release the deploy lock
+          bluegreen_state:
+            dir: "{{ bluegreen_state_dir }}"
+            action: unlock
+            deployment_id: "{{ bluegreen_run.id }}"
+          run_once: true
+"""
+
+
+class CliLock:
+    """ansible-playbook holding the deploy lock of `state_dir` (inventory `inventory`) until release()."""
+
+    def __init__(self, tmp: Path, inventory: Path, state_dir: Path, extra: tuple[str, ...] = ()) -> None:
+        self.gate = tmp / "cli-lock-gate"
+        self.state_dir = state_dir
+        playbook = tmp / "hold_lock.yml"
+        playbook.write_text(PLAYBOOK)
+        self.log = tmp / "cli-lock.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    str(VENV_BIN / "ansible-playbook"),
+                    *("-i", str(inventory), str(playbook)),
+                    *("-e", json.dumps({"gate": str(self.gate), "bluegreen_state_dir": str(state_dir)})),
+                    *extra,
+                ],
+                cwd=REPO,  # the project's ansible.cfg: roles, modules, the lookup
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.lock = self._wait_for_lock()
+
+    def _wait_for_lock(self) -> dict:
+        path = self.state_dir / "deploy.lock"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the CLI lock holder ended early: {self.log.read_text()[-3000:]}")
+            try:
+                lock = json.loads(path.read_text())
+            except (OSError, ValueError):
+                lock = {}
+            if str(lock.get("deployment_id", "")).endswith("-cli-hold"):
+                return lock
+            time.sleep(0.1)
+        raise AssertionError(f"no CLI lock after 120 s: {self.log.read_text()[-3000:]}")
+
+    def release(self) -> None:
+        """Open the gate; the playbook releases the lock and ends (killed if it does not)."""
+        self.gate.touch()
+        try:
+            rc = self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        assert rc == 0, self.log.read_text()[-3000:]
+        assert not (self.state_dir / "deploy.lock").exists()
+
+    def stop(self) -> None:
+        """In a finally: release if still running, never leave the process behind."""
+        if self.proc.poll() is None:
+            self.gate.touch()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
