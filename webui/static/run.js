@@ -69,6 +69,7 @@
         li.dataset.state = result.status === "successful" && li.dataset.state === "running" ? "ok" : li.dataset.state;
       }
     });
+    document.getElementById("current-task").textContent = "-";  // the last task started may have been skipped
     streamState.textContent = "run ended";
     streamState.dataset.state = "ended";
   }
@@ -100,6 +101,7 @@
   };
   source.addEventListener("end", function (message) {
     source.close();
+    log.dataset.lastSeq = message.lastEventId;
     finish(JSON.parse(message.data));
   });
 })();
