@@ -119,6 +119,41 @@
     svg.dataset.points = String(recent.length);
   }
 
+  // the recent-runs table follows too: re-read when the running run changes (one started or ended)
+  let activeId = (document.getElementById("active-run").querySelector("a") || {}).textContent || null;
+  function refreshRecent() {
+    fetch("/api/runs", { headers: { Accept: "application/json" }, credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (body) {
+        if (!body) { return; }
+        const tbody = document.querySelector("#recent-runs tbody");
+        tbody.textContent = "";
+        body.runs.slice(0, 5).forEach(function (run) {
+          const tr = document.createElement("tr");
+          const cells = [null, run.action + " " + Object.values(run.params).join(" "), run.user, null, run.duration_s + " s"];
+          cells.forEach(function (text, i) {
+            const td = document.createElement("td");
+            if (i === 0) {
+              const link = document.createElement("a");
+              link.href = "/runs/" + encodeURIComponent(run.id);
+              link.textContent = run.id;
+              td.append(link);
+            } else if (i === 3) {
+              const span = document.createElement("span");
+              span.className = "status " + run.status;
+              span.textContent = run.status;
+              td.append(span);
+            } else {
+              td.textContent = text;
+            }
+            tr.append(td);
+          });
+          tbody.append(tr);
+        });
+      })
+      .catch(function () { /* the next change tries again */ });
+  }
+
   const source = new EventSource(root.dataset.events);
   source.onmessage = function (message) {
     const data = JSON.parse(message.data);
@@ -129,6 +164,8 @@
     setText("sample-time", "as of " + new Date(data.at * 1000).toLocaleTimeString());
     if (data.error) { setText("state-error", data.error); return; }
     updateState(data);
+    const nowActive = data.active_run ? data.active_run.action + " " + data.active_run.id : null;
+    if (nowActive !== activeId) { activeId = nowActive; refreshRecent(); }
     updateBackends(data);
     drawChart();
   };
