@@ -147,6 +147,9 @@ def test_wrong_fault_type_is_refused_by_name(key: str, value: Any) -> None:
         ({"listen_port": 70000}, "listen_port"),
         ({"listen_host": ""}, "listen_host"),
         ({"sink_dir": "relative/sink"}, "sink_dir"),
+        ({"shadow_sink_dir": "relative/shadow"}, "shadow_sink_dir"),
+        ({"shadow_sink_dir": "/srv/logplatform/sink"}, "shadow_sink_dir"),
+        ({"shadow_sink_dir": 7}, "shadow_sink_dir"),
         ({"max_body_bytes": 0}, "max_body_bytes"),
         ({"max_batch_entries": -1}, "max_batch_entries"),
         ({"levels": []}, "levels"),
@@ -182,6 +185,7 @@ def test_digest_is_sha256_of_canonical_json_of_the_effective_config() -> None:
         "listen_host",
         "listen_port",
         "sink_dir",
+        "shadow_sink_dir",
         "max_body_bytes",
         "max_batch_entries",
         "levels",
@@ -208,10 +212,24 @@ def test_digests_are_stable_and_defaults_count_as_set() -> None:
 
 
 def test_shared_digest_ignores_node_specific_keys_only() -> None:
-    assert {"node", "color", "listen_host", "listen_port", "sink_dir"} == NODE_SPECIFIC_KEYS
+    assert {
+        "node",
+        "color",
+        "listen_host",
+        "listen_port",
+        "sink_dir",
+        "shadow_sink_dir",
+    } == NODE_SPECIFIC_KEYS
     blue = parse_config(dict(MINIMAL))
     green = parse_config(
-        with_(node="green-7", color="green", listen_host="10.0.0.7", listen_port=9202, sink_dir="/other")
+        with_(
+            node="green-7",
+            color="green",
+            listen_host="10.0.0.7",
+            listen_port=9202,
+            sink_dir="/other",
+            shadow_sink_dir="/other-shadow",
+        )
     )
     assert config_digest(blue) != config_digest(green)
     assert shared_config_digest(blue) == shared_config_digest(green)
@@ -250,3 +268,11 @@ def test_cli_check_config_prints_digests(tmp_path: Path, capsys: pytest.CaptureF
     assert report["config_digest"] == config_digest(cfg)
     assert report["shared_config_digest"] == shared_config_digest(cfg)
     assert report["config"] == effective_config(cfg)
+
+
+def test_shadow_sink_dir_is_optional_and_a_path() -> None:
+    assert parse_config(dict(MINIMAL)).shadow_sink_dir is None
+    assert effective_config(parse_config(dict(MINIMAL)))["shadow_sink_dir"] is None
+    cfg = parse_config(with_(shadow_sink_dir="/srv/logplatform/shadow"))
+    assert cfg.shadow_sink_dir == Path("/srv/logplatform/shadow")
+    assert effective_config(cfg)["shadow_sink_dir"] == "/srv/logplatform/shadow"

@@ -305,7 +305,7 @@ def test_service_rules(service: str, ok: bool) -> None:
         assert (exc.code, exc.field) == ("invalid_field", "service")
 
 
-@pytest.mark.parametrize("key", ["_color", "_version", "_node", "_ingested_at"])
+@pytest.mark.parametrize("key", ["_color", "_version", "_node", "_ingested_at", "_shadow"])
 def test_reserved_keys_are_refused(key: str) -> None:
     exc = rejected([good(), good(**{key: "x"})])
     assert (exc.status, exc.code, exc.entry, exc.field) == (400, "reserved_key", 1, key)
@@ -342,3 +342,15 @@ def test_prepare_batch_end_to_end(fmt: str, body: bytes) -> None:
         b'{"ts":"2026-11-24T10:00:00.000000Z","level":"info","service":"a","message":"m",'
         b'"_color":"green","_version":"2.1.0","_node":"green-1","_ingested_at":"2026-11-24T12:00:00.000000Z"}\n'
     )
+
+
+def test_shadow_enrichment_marks_every_entry_last() -> None:
+    shadow = Enrichment(color="green", version="2.1.0", node="green-1", shadow=True)
+    batch = process_entries([good(), good()], LEVELS, shadow, INGESTED)
+    lines = [json.loads(line) for line in batch.data.splitlines()]
+    assert [list(line)[-5:] for line in lines] == [
+        ["_color", "_version", "_node", "_ingested_at", "_shadow"]
+    ] * 2
+    assert all(line["_shadow"] is True for line in lines)
+    # production enrichment never adds it
+    assert all("_shadow" not in line for line in process([good()]))

@@ -33,7 +33,7 @@ RECORD_KEYS = ("name", "node", "observed", "threshold", "verdict")
 # logplatform's config.NODE_SPECIFIC_KEYS: the keys that differ between nodes of one deployment by design
 # and are left out of its shared_config_digest. `shared_digest` below recomputes that digest from an
 # effective config, so a release whose set differs from this one is detected (bluegreen_config_check).
-NODE_SPECIFIC_KEYS = frozenset({"node", "color", "listen_host", "listen_port", "sink_dir"})
+NODE_SPECIFIC_KEYS = frozenset({"node", "color", "listen_host", "listen_port", "sink_dir", "shadow_sink_dir"})
 
 
 class CheckError(Exception):

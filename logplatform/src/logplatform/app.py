@@ -33,6 +33,13 @@ NOT_READY = "not-ready"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Marks a mirrored copy of a live batch (bluegreen's shadow traffic, sent by the load balancer to the
+# idle color): processed like any batch, written to the shadow sink, never to the production sink.
+SHADOW_HEADER = "X-Bluegreen-Shadow"
+# On every POST /v1/logs answer: how many entries were written (0 when refused), so the load balancer
+# can compare a shadow answer with the live one without parsing bodies.
+ACCEPTED_HEADER = "X-Logplatform-Accepted"
+
 
 class State:
     """What the handlers and the lifecycle share for one running service."""
@@ -49,9 +56,24 @@ class State:
         self.batches_error = 0
         self.posts_seen = 0  # POST /v1/logs received, for fault.error_after_requests (TEST-ONLY)
         self.entries_accepted = 0
+        self.shadow_batches = {"ok": 0, "rejected": 0, "error": 0}
+        self.shadow_entries_accepted = 0
         self.metrics = Metrics(version=self.version, color=config.color, node=config.node)
         self.sink = Sink(config.sink_dir, config.node, fsync=config.fsync, on_commit=self.metrics.on_commit)
+        self.shadow_sink = (
+            Sink(
+                config.shadow_sink_dir,
+                config.node,
+                fsync=config.fsync,
+                on_commit=self.metrics.on_shadow_commit,
+            )
+            if config.shadow_sink_dir is not None
+            else None
+        )
         self.enrichment = Enrichment(color=config.color, version=self.version, node=config.node)
+        self.shadow_enrichment = Enrichment(
+            color=config.color, version=self.version, node=config.node, shadow=True
+        )
         self.levels = frozenset(config.levels)
         self.version_body = orjson.dumps(
             {
@@ -86,14 +108,33 @@ class State:
             "entries_accepted": self.entries_accepted,
             "sink_commits": self.sink.commits,
             "sink_bytes": self.sink.bytes_written,
+            "shadow_batches_ok": self.shadow_batches["ok"],
+            "shadow_entries_accepted": self.shadow_entries_accepted,
         }
 
 
 STATE = web.AppKey("state", State)
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _answer(data: Any, status: int, accepted: int = 0) -> web.Response:
+    """A POST /v1/logs answer, with the number of entries written in ACCEPTED_HEADER."""
+    return _json(data, status, {ACCEPTED_HEADER: str(accepted)})
+
+
+def _is_shadow(request: web.Request) -> bool:
+    """True for shadow traffic; a marker other than "1" is refused rather than guessed at."""
+    marker = request.headers.get(SHADOW_HEADER)
+    if marker is None:
+        return False
+    if marker.strip() != "1":
+        raise BatchRejected(400, "invalid_field", f"{SHADOW_HEADER} must be 1 when present, got {marker!r}")
+    return True
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -109,18 +150,33 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
 
 
 async def ingest(request: web.Request) -> web.Response:
-    """POST /v1/logs: 200 only once every entry of the batch is durably in the sink."""
+    """POST /v1/logs: 200 only once every entry of the batch is durably in the sink.
+
+    Shadow traffic (X-Bluegreen-Shadow: 1) takes exactly the same path, but is written, marked
+    ``"_shadow": true``, to the shadow sink and counted in the shadow metrics only.
+    """
     state = request.app[STATE]
     config = state.config
     fault = config.fault
+    try:
+        shadow = _is_shadow(request)
+    except BatchRejected as exc:
+        state.batches_rejected += 1
+        state.metrics.record_rejected(exc.code)
+        return _answer(exc.to_json(), exc.status)
     if fault.extra_latency_ms:
         await asyncio.sleep(fault.extra_latency_ms / 1000)
     state.posts_seen += 1
     erroring = fault.error_rate and state.posts_seen > fault.error_after_requests
     if erroring and random.random() < fault.error_rate:  # noqa: S311 - not cryptographic
-        state.batches_error += 1
-        state.metrics.record_error()
-        return _json({"error": "injected fault (fault.error_rate, TEST-ONLY); nothing written"}, 500)
+        _count_error(state, shadow)
+        return _answer({"error": "injected fault (fault.error_rate, TEST-ONLY); nothing written"}, 500)
+    sink = state.shadow_sink if shadow else state.sink
+    if sink is None:
+        _count_error(state, shadow)
+        return _answer(
+            {"error": "shadow traffic refused: this node has no shadow_sink_dir; nothing written"}, 503
+        )
 
     try:
         # Cheap refusals first, before reading a byte of the body. A missing Content-Type
@@ -138,26 +194,43 @@ async def ingest(request: web.Request) -> web.Response:
             fmt,
             max_entries=config.max_batch_entries,
             levels=state.levels,
-            enrichment=state.enrichment,
+            enrichment=state.shadow_enrichment if shadow else state.enrichment,
             ingested_at=format_ts(datetime.now(UTC)),
         )
     except BatchRejected as exc:
-        state.batches_rejected += 1
-        state.metrics.record_rejected(exc.code)
-        return _json(exc.to_json(), exc.status)
+        if shadow:
+            state.shadow_batches["rejected"] += 1
+            state.metrics.record_shadow("rejected")
+        else:
+            state.batches_rejected += 1
+            state.metrics.record_rejected(exc.code)
+        return _answer(exc.to_json(), exc.status)
 
     try:
         if not fault.lose_writes:  # TEST-ONLY: a release that acks without writing
-            await state.sink.append(batch.data, batch.count)
+            await sink.append(batch.data, batch.count)
     except SinkError as exc:
+        _count_error(state, shadow)
+        return _answer({"error": str(exc)}, 500)
+
+    if shadow:
+        state.shadow_batches["ok"] += 1
+        state.shadow_entries_accepted += batch.count
+        state.metrics.record_shadow("ok", batch.count)
+    else:
+        state.batches_ok += 1
+        state.entries_accepted += batch.count
+        state.metrics.record_accepted(batch.counts)
+    return _answer({"accepted": batch.count}, 200, batch.count)
+
+
+def _count_error(state: State, shadow: bool) -> None:
+    if shadow:
+        state.shadow_batches["error"] += 1
+        state.metrics.record_shadow("error")
+    else:
         state.batches_error += 1
         state.metrics.record_error()
-        return _json({"error": str(exc)}, 500)
-
-    state.batches_ok += 1
-    state.entries_accepted += batch.count
-    state.metrics.record_accepted(batch.counts)
-    return _json({"accepted": batch.count})
 
 
 async def health_live(request: web.Request) -> web.Response:
@@ -188,6 +261,8 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
     state = request.app[STATE]
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
+    if SHADOW_HEADER in request.headers:
+        route = "shadow:" + route  # shadow traffic has its own latency series
     state.inflight += 1
     state.metrics.inflight.inc()
     began = time.perf_counter()
@@ -200,11 +275,21 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 async def _sink_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    sink = app[STATE].sink
-    await sink.start()
+    state = app[STATE]
+    await state.sink.start()
+    if state.shadow_sink is not None:
+        try:
+            await state.shadow_sink.start()
+        except BaseException:
+            await state.sink.close()
+            raise
     yield
     # Runs after the listener is closed and in-flight requests are done (AppRunner.cleanup).
-    await sink.close()
+    try:
+        if state.shadow_sink is not None:
+            await state.shadow_sink.close()
+    finally:
+        await state.sink.close()
 
 
 def create_app(config: Config) -> web.Application:

@@ -50,7 +50,9 @@ DEFAULT_LEVELS: tuple[str, ...] = (
 )
 
 # Keys that differ between nodes of one deployment by design; everything else must be identical.
-NODE_SPECIFIC_KEYS: frozenset[str] = frozenset({"node", "color", "listen_host", "listen_port", "sink_dir"})
+NODE_SPECIFIC_KEYS: frozenset[str] = frozenset(
+    {"node", "color", "listen_host", "listen_port", "sink_dir", "shadow_sink_dir"}
+)
 
 COLORS = ("blue", "green")
 
@@ -89,6 +91,8 @@ class Config:
     listen_port: int
     sink_dir: Path
     listen_host: str = "127.0.0.1"
+    # Where shadow traffic (requests with X-Bluegreen-Shadow: 1) is written; None: shadow is refused.
+    shadow_sink_dir: Path | None = None
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch_entries: int = 10_000
     levels: tuple[str, ...] = DEFAULT_LEVELS
@@ -105,6 +109,7 @@ _TOP_KEYS: dict[str, tuple[str, bool]] = {
     "listen_host": ("str", False),
     "listen_port": ("int", True),
     "sink_dir": ("str", True),
+    "shadow_sink_dir": ("str", False),
     "max_body_bytes": ("int", False),
     "max_batch_entries": ("int", False),
     "levels": ("list[str]", False),
@@ -198,6 +203,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
     _check_identity(values)
     _check_limits(values)
     values["sink_dir"] = Path(values["sink_dir"])
+    if "shadow_sink_dir" in values:
+        values["shadow_sink_dir"] = Path(values["shadow_sink_dir"])
     if "levels" in values:
         values["levels"] = tuple(values["levels"])
     return Config(**values)
@@ -225,6 +232,13 @@ def _check_identity(values: dict[str, Any]) -> None:
     # A relative path would depend on the working directory of whatever supervises the process.
     if not Path(values["sink_dir"]).is_absolute():
         raise _fail("sink_dir", f"must be an absolute path, got {values['sink_dir']!r}")
+    if "shadow_sink_dir" in values:
+        shadow = values["shadow_sink_dir"]
+        if not Path(shadow).is_absolute():
+            raise _fail("shadow_sink_dir", f"must be an absolute path, got {shadow!r}")
+        # Shadow entries must never land in the production sink.
+        if Path(shadow) == Path(values["sink_dir"]):
+            raise _fail("shadow_sink_dir", f"must not be the production sink_dir, got {shadow!r}")
 
 
 def _check_limits(values: dict[str, Any]) -> None:
@@ -267,6 +281,7 @@ def effective_config(config: Config) -> dict[str, Any]:
         "listen_host": config.listen_host,
         "listen_port": config.listen_port,
         "sink_dir": str(config.sink_dir),
+        "shadow_sink_dir": None if config.shadow_sink_dir is None else str(config.shadow_sink_dir),
         "max_body_bytes": config.max_body_bytes,
         "max_batch_entries": config.max_batch_entries,
         "levels": list(config.levels),

@@ -96,6 +96,22 @@ class Metrics:
             buckets=_GROUP_ENTRY_BUCKETS,
             registry=reg,
         )
+        # Shadow traffic (X-Bluegreen-Shadow: 1, mirrored live batches) is counted here only, never
+        # in the production series above, so the new color's figures stay its own.
+        self.shadow_batches = Counter(
+            "logplatform_shadow_batches",
+            "Shadow POST /v1/logs batches (mirrored live traffic) by result.",
+            ["result"],
+            registry=reg,
+        )
+        self.shadow_entries = Counter(
+            "logplatform_shadow_entries_accepted",
+            "Shadow entries durably written to the shadow sink.",
+            registry=reg,
+        )
+        self.shadow_sink_bytes = Counter(
+            "logplatform_shadow_sink_bytes", "Bytes durably appended to the shadow sink.", registry=reg
+        )
         self.inflight = Gauge("logplatform_inflight_requests", "Requests being handled.", registry=reg)
         self.ready = Gauge("logplatform_ready", "1 when /health/ready answers 200, else 0.", registry=reg)
         self.info = Info("logplatform_build", "Version, color and node of this instance.", registry=reg)
@@ -106,6 +122,8 @@ class Metrics:
             self.batches.labels(result)
         for reason in REJECT_REASONS:
             self.rejects.labels(reason)
+        for result in BATCH_RESULTS:
+            self.shadow_batches.labels(result)
         self._batch_ok = self.batches.labels("ok")
         self._batch_rejected = self.batches.labels("rejected")
         self._batch_error = self.batches.labels("error")
@@ -138,6 +156,16 @@ class Metrics:
 
     def record_error(self) -> None:
         self._batch_error.inc()
+
+    def record_shadow(self, result: str, entries: int = 0) -> None:
+        """One shadow batch: its result (ok, rejected, error) and the entries written."""
+        self.shadow_batches.labels(result).inc()
+        if entries:
+            self.shadow_entries.inc(entries)
+
+    def on_shadow_commit(self, nbytes: int, nbatches: int, nentries: int, fsync_seconds: float) -> None:
+        """Shadow sink callback after each group commit."""
+        self.shadow_sink_bytes.inc(nbytes)
 
     def on_commit(self, nbytes: int, nbatches: int, nentries: int, fsync_seconds: float) -> None:
         """Sink callback after each group commit (signature of sink.CommitObserver)."""

@@ -34,7 +34,7 @@ __all__ = [
     "process_entries",
 ]
 
-RESERVED_KEYS: frozenset[str] = frozenset({"_color", "_version", "_node", "_ingested_at"})
+RESERVED_KEYS: frozenset[str] = frozenset({"_color", "_version", "_node", "_ingested_at", "_shadow"})
 MAX_SERVICE_LENGTH = 256
 
 # Body formats.
@@ -102,6 +102,7 @@ class Enrichment:
     color: str
     version: str
     node: str
+    shadow: bool = False  # shadow traffic (a mirrored copy of a live batch): adds "_shadow": true
 
 
 @dataclass(frozen=True)
@@ -321,6 +322,7 @@ def process_entries(
 ) -> Batch:
     """Validate, normalise and enrich every entry; return the sink bytes (raises BatchRejected)."""
     color, version, node = enrichment.color, enrichment.version, enrichment.node
+    shadow = enrichment.shadow
     dumps = orjson.dumps
     lines: list[bytes] = []
     add_line = lines.append
@@ -332,6 +334,8 @@ def process_entries(
         entry["_version"] = version
         entry["_node"] = node
         entry["_ingested_at"] = ingested_at
+        if shadow:
+            entry["_shadow"] = True
         add_line(dumps(entry))
         counts[key] = counts.get(key, 0) + 1
 
