@@ -25,7 +25,7 @@ CONFIG = """
 global
     stats socket {dir}/admin.sock mode 600 level admin
     server-state-file {dir}/server-state
-defaults
+{global_shadow}defaults
     mode http
     timeout connect 2s
     timeout client 10s
@@ -33,11 +33,32 @@ defaults
     load-server-state-from-file {load_state}
 frontend live
     bind 127.0.0.1:{live_port}
-    use_backend bg_%[str(live),map({dir}/live.map,blue)]
+{live_shadow}    use_backend bg_%[str(live),map({dir}/live.map,blue)]
 frontend preview
     bind 127.0.0.1:{preview_port}
     use_backend bg_%[str(live),map({dir}/live.map,blue),map({dir}/idle.map)]
 {backends}"""
+
+# Shadow traffic as roles/haproxy renders it (keep in step with haproxy.cfg.j2): the real Lua mirror,
+# the runtime-only map.
+SHADOW_LUA = Path(__file__).resolve().parents[2] / "roles" / "haproxy" / "files" / "bluegreen_shadow.lua"
+GLOBAL_SHADOW = """    setenv BLUEGREEN_SHADOW_URL http://127.0.0.1:{preview_port}/v1/logs
+    setenv BLUEGREEN_SHADOW_FRONTEND live
+    setenv BLUEGREEN_SHADOW_QUEUE {shadow_queue}
+    setenv BLUEGREEN_SHADOW_WORKERS 4
+    setenv BLUEGREEN_SHADOW_TIMEOUT_MS {shadow_timeout_ms}
+    lua-load {lua}
+"""
+LIVE_SHADOW = """    http-request del-header X-Bluegreen-Shadow
+    http-request set-var(txn.bg_shadow_percent) str(percent),map_str_int({dir}/shadow.map,0) if METH_POST {{ path /v1/logs }}
+    http-request set-var(txn.bg_shadow) rand(100),neg,add(txn.bg_shadow_percent) if {{ var(txn.bg_shadow_percent) -m int gt 0 }}
+    acl bg_shadow_sampled var(txn.bg_shadow) -m int gt 0
+    http-request wait-for-body time 1s if bg_shadow_sampled
+    http-request set-var(txn.bg_shadow_length) req.hdr(content-length) if bg_shadow_sampled
+    http-request set-var(txn.bg_shadow_type) req.hdr(content-type) if bg_shadow_sampled
+    http-request set-var(txn.bg_shadow_body) req.body if bg_shadow_sampled
+    http-response lua.bluegreen_shadow_enqueue if bg_shadow_sampled
+"""  # noqa: E501 - HAProxy config lines, as roles/haproxy renders them
 
 STANDALONE_BACKENDS = """
 backend bg_blue
@@ -76,6 +97,10 @@ class HAProxy:
     @property
     def live_map(self) -> str:
         return str(self.dir / "live.map")
+
+    @property
+    def shadow_map(self) -> str:
+        return str(self.dir / "shadow.map")
 
     def color_at(self, port: int) -> str:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -158,13 +183,25 @@ def _backends(nodes: dict[str, list[str]] | None) -> str:
     )
 
 
-def start(
-    directory: Path, live: str = "blue", nodes: dict[str, list[str]] | None = None, load_state: bool = False
+def start(  # noqa: PLR0917 - callers name every argument after directory
+    directory: Path,
+    live: str = "blue",
+    nodes: dict[str, list[str]] | None = None,
+    load_state: bool = False,
+    shadow: bool = False,
+    shadow_queue: int = 256,
+    shadow_timeout_ms: int = 5000,
 ) -> HAProxy:
-    """Start HAProxy; with nodes, return once its health checks see every node UP."""
+    """Start HAProxy; with nodes, return once its health checks see every node UP.
+
+    With shadow, the live frontend has the shadow-traffic rules and the Lua mirror (off: the map
+    file says percent 0)."""
     (directory / "live.map").write_text(f"live {live}\n")
     (directory / "idle.map").write_text("blue green\ngreen blue\n")
     live_port, preview_port = free_port(), free_port()
+    if shadow:
+        (directory / "shadow.map").write_text("percent 0\n")
+    fields = {"dir": directory, "preview_port": preview_port}
     cfg = directory / "haproxy.cfg"
     cfg.write_text(
         CONFIG.format(
@@ -173,6 +210,12 @@ def start(
             preview_port=preview_port,
             load_state="global" if load_state else "none",
             backends=_backends(nodes),
+            global_shadow=GLOBAL_SHADOW.format(
+                **fields, lua=SHADOW_LUA, shadow_queue=shadow_queue, shadow_timeout_ms=shadow_timeout_ms
+            )
+            if shadow
+            else "",
+            live_shadow=LIVE_SHADOW.format(**fields) if shadow else "",
         )
     )
     haproxy = HAProxy(directory, live_port, preview_port, _launch(directory))
