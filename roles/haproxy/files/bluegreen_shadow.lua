@@ -247,6 +247,11 @@ local function worker()
     local conn
     while true do
         if head == tail then
+            -- an idle connection is closed soon, so that it never keeps an old worker alive after a reload
+            if conn ~= nil and now_s() - conn.used_at > REUSE_WITHIN_S then
+                close(conn)
+                conn = nil
+            end
             core.msleep(IDLE_SLEEP_MS)
         else
             local item = queue[head]
