@@ -9,9 +9,10 @@ import subprocess
 import threading
 import time
 
+import orjson
 import pytest
 
-from tests.conftest import REPO, VENV_BIN
+from tests.conftest import LAB, REPO, VENV_BIN
 from tests.integration.lab import (
     HAPROXY_DIR,
     STATE_DIR,
@@ -21,6 +22,7 @@ from tests.integration.lab import (
     haproxy_live,
     history,
     run_playbook,
+    sink_lines,
     state,
 )
 
@@ -67,11 +69,34 @@ def assert_report_lists_every_check(deployment_id: str, idle: str) -> None:
         "config_matches_live",
     ):
         assert seen[name] == nodes, (name, seen)
-    assert {"canary_routed", "canary_in_sink", "perf_error_rate", "perf_p99_ms", "perf_throughput"} <= set(
-        seen
-    )
+    judged = {"canary_routed", "canary_in_sink", "perf_error_rate", "perf_p99_ms", "perf_throughput"}
+    judged |= {"shadow_mirrored", "shadow_mismatches", "shadow_errors"}
+    assert judged <= set(seen), seen
     assert {"perf_p99_ratio", "perf_throughput_ratio"} <= set(seen)  # judged against the live color
     assert report["summary"]["failed"] == 0 and report["summary"]["passed"] >= 15
+
+
+def assert_shadow_traffic_reached_only_the_shadow_sink(deployment_id: str, idle: str) -> None:
+    """During stage 3 the idle color got ~bluegreen_shadow_percent of the live batches, in its shadow sink."""
+    report = json.loads((STATE_DIR / "reports" / f"{deployment_id}.json").read_text())
+    mirrored = next(c for c in report["checks"] if c["name"] == "shadow_mirrored")
+    assert mirrored["verdict"] == "pass", mirrored
+    counts = mirrored["detail"]
+    assert counts["mismatched"] == counts["errors"] == 0, counts
+    assert 0.8 * 0.10 <= counts["sampled"] / counts["live_requests"] <= 1.2 * 0.10, counts
+    assert counts["mirrored"] == counts["sampled"], counts
+    shadow = [
+        orjson.loads(line)
+        for path in LAB.glob(f"nodes/{idle}-*/shadow/*.ndjson")
+        for line in path.read_bytes().splitlines()
+        if line.strip()
+    ]
+    assert shadow and all(line["_shadow"] is True and line["_color"] == idle for line in shadow)
+    # never in a production sink: no line marked _shadow, and the idle color wrote none of those ids
+    shadow_ids = {line["id"] for line in shadow}
+    production = sink_lines()
+    assert not any("_shadow" in line for line in production)
+    assert not any(line.get("id") in shadow_ids and line["_color"] == idle for line in production)
 
 
 def test_deploy_rollback_deploy_under_load_loses_nothing(releases, tmp_path):
@@ -85,6 +110,7 @@ def test_deploy_rollback_deploy_under_load_loses_nothing(releases, tmp_path):
         assert state()["versions"][other(first_live)] == "1.1.0"
         assert_old_color_gets_nothing_new(first_live, other(first_live))
         assert_report_lists_every_check(history()[-1]["deployment_id"], other(first_live))
+        assert_shadow_traffic_reached_only_the_shadow_sink(history()[-1]["deployment_id"], other(first_live))
 
         run = run_playbook("rollback.yml")
         assert run.returncode == 0, run.output[-3000:]

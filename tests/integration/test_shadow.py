@@ -1,4 +1,4 @@
-"""Shadow traffic under live load on the one-machine lab (blue live, green idle): the controller's
+"""Shadow traffic under live load on the one-machine lab (whichever color is live): the controller's
 shadow_start.yml / shadow_stop.yml turn HAProxy's mirror on and off while `bluegreen loadgen` sends
 steady traffic through the live frontend."""
 
@@ -14,16 +14,22 @@ from pathlib import Path
 import orjson
 
 from tests.conftest import LAB, REPO, VENV_BIN
-from tests.integration.lab import HAPROXY_DIR, Loadgen, runtime, sink_lines
+from tests.integration.lab import HAPROXY_DIR, Loadgen, runtime, sink_lines, state
 
 PERCENT = 10
 SHADOW_SECONDS = 12
 RATE, BATCH = 200, 10
 
 
+def colors() -> tuple[str, str]:
+    """(live, idle) as state.json has them."""
+    live = state()["live"]
+    return live, "green" if live == "blue" else "blue"
+
+
 def drive(action: str, out: Path | None = None) -> subprocess.CompletedProcess:
     """tests/integration/playbooks/shadow.yml: the task files, run on the idle hosts like validate does."""
-    extra = ["-e", f"bluegreen_shadow_action={action}", "-e", "bluegreen_shadow_hosts=green"]
+    extra = ["-e", f"bluegreen_shadow_action={action}", "-e", f"bluegreen_shadow_hosts={colors()[1]}"]
     # the lab's folder is found from playbook_dir; this playbook is not in playbooks/
     extra += ["-e", f"bluegreen_shadow_percent={PERCENT}", "-e", f"bluegreen_lab_dir={LAB}"]
     if out is not None:
@@ -39,7 +45,8 @@ def drive(action: str, out: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
-def shadow_lines(color: str = "green") -> list[dict]:
+def shadow_lines(color: str | None = None) -> list[dict]:
+    color = color or colors()[1]
     lines = []
     for path in sorted(LAB.glob(f"nodes/{color}-*/shadow/*.ndjson")):
         lines += [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
@@ -56,6 +63,7 @@ def shadow_percent() -> str:
 
 
 def test_shadow_traffic_mirrors_the_configured_fraction_and_never_touches_live(lab, tmp_path):
+    live, idle = colors()
     assert shadow_percent() == "0"
     load = Loadgen(tmp_path / "run", rate=RATE, batch=BATCH)
     try:
@@ -99,7 +107,7 @@ def test_shadow_traffic_mirrors_the_configured_fraction_and_never_touches_live(l
     run_id = report["runs"][0]["run_id"]
     lines = [line for line in shadow_lines() if line.get("id", "").startswith(run_id + "-")]
     assert lines, "no shadow entry reached the idle color"
-    assert all(line["_shadow"] is True and line["_color"] == "green" for line in lines)
+    assert all(line["_shadow"] is True and line["_color"] == idle for line in lines)
     batches = len(lines) / BATCH
     expected = shadow["live_requests"] * PERCENT / 100
     assert 0.8 * expected <= batches <= 1.2 * expected, (batches, expected, shadow)
@@ -107,12 +115,12 @@ def test_shadow_traffic_mirrors_the_configured_fraction_and_never_touches_live(l
     assert shadow["dropped_full"] == shadow["skipped_incomplete"] == 0
 
     # no shadow entry in any production sink: no _shadow mark, and every mirrored id is there once,
-    # written by the live color (blue), never by the idle color's production sink
+    # written by the live color, never by the idle color's production sink
     production = sink_lines()
     assert not any("_shadow" in line for line in production)
     shadow_ids = {line["id"] for line in lines}
     seen = Counter(line["id"] for line in production if line.get("id") in shadow_ids)
     assert set(seen) == shadow_ids
     assert set(seen.values()) == {1}
-    colors = {line["_color"] for line in production if line.get("id") in shadow_ids}
-    assert colors == {"blue"}
+    writers = {line["_color"] for line in production if line.get("id") in shadow_ids}
+    assert writers == {live}

@@ -24,14 +24,7 @@ from tests.integration.lab import (
 )
 
 VERSION = "1.2.0"
-FAST = [
-    "-e",
-    "bluegreen_watch_seconds=4",
-    "-e",
-    "bluegreen_canary_timeout=4",
-    "-e",
-    "bluegreen_shadow_percent=0",
-]
+FAST = ["-e", "bluegreen_watch_seconds=4", "-e", "bluegreen_canary_timeout=4"]
 
 
 @pytest.fixture(scope="module")
