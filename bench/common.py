@@ -57,12 +57,18 @@ def load_requests(run_dir: Path) -> list[dict]:
 
 def window(requests: list[dict], start: float, end: float) -> dict[str, Any]:
     """Acked entries/s, requests/s, failures and latency of the requests sent in [start, end)."""
-    inside = [r for r in requests if start <= r["t_start"] < end]
-    seconds = max(end - start, 1e-9)
+    return pooled(requests, [(start, end)])
+
+
+def pooled(requests: list[dict], windows: list[tuple[float, float]]) -> dict[str, Any]:
+    """The same figures over the requests sent inside any of the windows, their lengths summed."""
+    inside = [r for r in requests if any(start <= r["t_start"] < end for start, end in windows)]
+    seconds = max(sum(end - start for start, end in windows), 1e-9)
     latencies = sorted(r["latency_s"] for r in inside if r["kind"] == "ok" and r["latency_s"] is not None)
     ms = lambda v: None if v is None else round(v * 1000, 3)  # noqa: E731
     return {
         "seconds": round(seconds, 3),
+        "requests": len(inside),
         "requests_per_s": round(len(inside) / seconds, 1),
         "acked_entries_per_s": round(sum(r["count"] for r in inside if r["kind"] == "ok") / seconds, 1),
         "failed": sum(1 for r in inside if r["kind"] != "ok"),

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import BIN, LAB, RESULTS, ROOT, load_requests, machine, percentile, start_load, stop_load
+from common import BIN, LAB, RESULTS, ROOT, load_requests, machine, pooled, start_load, stop_load
 
 from bluegreen import verify
 
@@ -50,26 +50,6 @@ def shadow(state: str, percent: int = 0) -> dict[str, Any]:
             f"bluegreen_shadow state={state} failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
         )
     return json.loads(proc.stdout.split("=>", 1)[1])
-
-
-def figures(requests: list[dict], windows: list[tuple[float, float]]) -> dict[str, Any]:
-    """Pooled figures of the requests sent inside any of the windows."""
-    inside = [r for r in requests if any(start <= r["t_start"] < end for start, end in windows)]
-    seconds = sum(end - start for start, end in windows) or 1e-9
-    latencies = sorted(r["latency_s"] for r in inside if r["kind"] == "ok" and r["latency_s"] is not None)
-    ms = lambda v: None if v is None else round(v * 1000, 3)  # noqa: E731
-    return {
-        "seconds": round(seconds, 3),
-        "requests": len(inside),
-        "requests_per_s": round(len(inside) / seconds, 1),
-        "acked_entries_per_s": round(sum(r["count"] for r in inside if r["kind"] == "ok") / seconds, 1),
-        "failed": sum(1 for r in inside if r["kind"] != "ok"),
-        "latency_ms": {
-            "p50": ms(percentile(latencies, 0.5)),
-            "p99": ms(percentile(latencies, 0.99)),
-            "max": ms(latencies[-1]) if latencies else None,
-        },
-    }
 
 
 def run(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
@@ -97,9 +77,9 @@ def run(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
         shadow("stopped")
     requests = load_requests(run_dir)
     for phase in phases:
-        phase["figures"] = figures(requests, [phase["window"]])
+        phase["figures"] = pooled(requests, [phase["window"]])
     modes = {
-        mode: figures(requests, [p["window"] for p in phases if p["mode"] == mode]) for mode in ("off", "on")
+        mode: pooled(requests, [p["window"] for p in phases if p["mode"] == mode]) for mode in ("off", "on")
     }
     rounds = []
     for round_no in range(args.rounds):
