@@ -89,7 +89,8 @@ available:
   type: bool
 shadow:
   description: The mirror's counters since the last reset, from C(bluegreen shadow) on the runtime API.
-    C(live_requests) requests reached the live frontend, C(sampled) were sampled, C(enqueued) queued,
+    C(live_requests) requests reached the live frontend (with I(state=stopped), until the stop: the
+    drain that follows samples nothing, so it is not counted), C(sampled) were sampled, C(enqueued) queued,
     C(dropped_full) dropped (queue full), C(skipped_incomplete) not mirrored (body larger than HAProxy's
     buffer, or chunked), C(mirrored) answered by a node of the idle color, C(matched)/C(mismatched) with
     the same or another status or accepted count than the live answer, C(errors) with no node's answer
@@ -253,14 +254,21 @@ def start(
 def stop_and_drain(
     runtime: HAProxyRuntime, map_path: str, previous: int, timeout: float
 ) -> tuple[dict, bool]:
-    """Percent 0, then the counters once nothing is queued or in flight (or the timeout passed)."""
+    """Percent 0, then the counters once nothing is queued or in flight (or the timeout passed).
+
+    `live_requests` is read right after the stop: it is the sampling window's denominator, and live
+    traffic keeps coming while the queue drains (seconds when the idle color is slow), none of it sampled.
+    """
     if previous != 0:
         set_percent(runtime, map_path, 0, present=True)
     deadline = time.monotonic() + timeout
     shadow = counters(runtime)
+    live_at_stop = shadow.get("live_requests")
     while (shadow.get("queued", 0) or shadow.get("inflight", 0)) and time.monotonic() < deadline:
         time.sleep(0.1)
         shadow = counters(runtime)
+    if live_at_stop is not None:
+        shadow["live_requests"] = live_at_stop
     return shadow, not (shadow.get("queued", 0) or shadow.get("inflight", 0))
 
 

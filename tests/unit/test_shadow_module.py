@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -274,6 +275,48 @@ def test_full_queue_drops_and_large_bodies_are_skipped_without_touching_live(tmp
     assert counters["enqueued"] + counters["dropped_full"] + counters["skipped_incomplete"] == 31
     assert counters["mirrored"] == counters["enqueued"]
     assert set(blue.sink_ids()) >= {e["id"] for e in big}
+
+
+def test_live_requests_stop_counting_when_sampling_stops(tmp_path):
+    """The fraction's denominator is the sampling window: live traffic during the drain is not in it."""
+    with fleet(tmp_path / "nodes") as start:
+        blue = start("blue-1", "blue")
+        green = start(
+            "green-1", "green", shadow_sink_dir=str(tmp_path / "g-shadow"), fault={"extra_latency_ms": 200}
+        )
+        blue.wait_ready()
+        green.wait_ready()
+        nodes = {"blue": [f"127.0.0.1:{blue.port}"], "green": [f"127.0.0.1:{green.port}"]}
+        (tmp_path / "lb").mkdir()
+        with haproxy_fixture.running(tmp_path / "lb", nodes=nodes, shadow=True) as lb:
+            shadow(lb, state="started", percent=100)
+            client = Client(lb.live_port)
+            # 4 workers at 200 ms a batch: 40 sampled batches take the drain about 2 s
+            assert [client.post(batch(1)) for _ in range(40)] == [200] * 40
+            sending = threading.Event()
+            sending.set()
+            during_drain: list[int] = []
+
+            def keep_sending() -> None:
+                other = Client(lb.live_port)
+                while sending.is_set():
+                    during_drain.append(other.post(batch(1)))
+                other.close()
+
+            sender = threading.Thread(target=keep_sending)
+            sender.start()
+            try:
+                failed, result = shadow(lb, state="stopped")
+            finally:
+                sending.clear()
+                sender.join()
+            client.close()
+    assert not failed and result["drained"] is True
+    counters = result["shadow"]
+    assert counters["mirrored"] == counters["sampled"] >= 40
+    assert len(during_drain) > 20 and set(during_drain) == {200}
+    # every live request before the stop was sampled (100 %); the ones during the drain are not counted
+    assert counters["sampled"] <= counters["live_requests"] <= counters["sampled"] + 3, counters
 
 
 def test_check_mode_changes_nothing(lab):
