@@ -89,7 +89,7 @@ available:
   type: bool
 shadow:
   description: The mirror's counters since the last reset, from C(bluegreen shadow) on the runtime API.
-    C(live_requests) requests reached the live frontend (with I(state=stopped), until the stop: the
+    C(live_requests) requests reached the live frontend (with I(state=stopped), until the stop; the
     drain that follows samples nothing, so it is not counted), C(sampled) were sampled, C(enqueued) queued,
     C(dropped_full) dropped (queue full), C(skipped_incomplete) not mirrored (body larger than HAProxy's
     buffer, or chunked), C(mirrored) answered by a node of the idle color, C(matched)/C(mismatched) with
