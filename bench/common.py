@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -11,9 +12,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from bluegreen.evidence import write_atomic
 from bluegreen.loadgen import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
+# the repository's tests/ package holds the one loader of our Ansible modules as Python modules
+sys.path.insert(1, str(ROOT))
+
 BIN = Path(sys.executable).parent
 LAB = ROOT / ".lab"
 RESULTS = ROOT / "bench" / "results"
@@ -21,6 +28,15 @@ RESULTS = ROOT / "bench" / "results"
 
 def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+
+
+def write_results(args: argparse.Namespace, doc: dict[str, Any], **parameters: Any) -> None:
+    """The benchmark's JSON at args.out: its parameters (args and `parameters`), the machine, then `doc`;
+    written atomically."""
+    out = {"parameters": vars(args) | {"out": str(args.out)} | parameters, "machine": machine(), **doc}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(args.out, orjson.dumps(out, option=orjson.OPT_INDENT_2, default=str) + b"\n")
+    print(f"wrote {args.out}")
 
 
 def live_color() -> str:

@@ -28,11 +28,11 @@ from common import (
     ROOT,
     live_color,
     load_requests,
-    machine,
     plot_timeline,
     start_load,
     stop_load,
     window,
+    write_results,
 )
 
 from bluegreen import release, verify
@@ -115,9 +115,6 @@ def main(argv: list[str] | None = None) -> int:
         else None
     )
     result = {
-        "parameters": vars(args)
-        | {"out": str(args.out), "version": version, "to": idle, "from": live_color()},
-        "machine": machine(),
         "steady": steady,
         "during_deploy": during,
         "throughput_ratio": ratio,
@@ -127,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "verify": {k: report[k] for k in ("acked_entries", "failed_requests_total", "lost", "duplicates")},
     }
     print_table(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_results(args, result, version=version, to=idle, **{"from": live_color()})
     plot_timeline(
         requests,
         [(at, stage) for at, stage in marks],

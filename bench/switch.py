@@ -37,11 +37,11 @@ from common import (
     ROOT,
     live_color,
     load_requests,
-    machine,
     percentile,
     plot_timeline,
     start_load,
     stop_load,
+    write_results,
 )
 
 from bluegreen import verify
@@ -256,19 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['lost']:>5} {(max(p50) if p50 else 0):>10.1f}/{(max(mx) if mx else 0):<10.1f} "
             f"{(s['to_last_old_ms']['max'] or 0):>16.1f} {(s['p99_around_switch_ms_max'] or 0):>18.1f}"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "parameters": vars(args) | {"out": str(args.out)},
-                "machine": machine(),
-                "results": results,
-            },
-            indent=2,
-            default=str,
-        )
-    )
-    print(f"wrote {args.out} and switch-<method>.png beside it")
+    write_results(args, {"results": results})
+    print("and switch-<method>.png beside it")
     atomic = results.get("atomic", {}).get("summary", {})
     return 0 if not atomic or (atomic["failed_requests_total"] == 0 and atomic["lost"] == 0) else 1
 
