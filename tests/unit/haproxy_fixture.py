@@ -42,7 +42,8 @@ frontend preview
 # Shadow traffic as roles/haproxy renders it (keep in step with haproxy.cfg.j2): the real Lua mirror,
 # the runtime-only map.
 SHADOW_LUA = Path(__file__).resolve().parents[2] / "roles" / "haproxy" / "files" / "bluegreen_shadow.lua"
-GLOBAL_SHADOW = """    setenv BLUEGREEN_SHADOW_URL http://127.0.0.1:{preview_port}/v1/logs
+GLOBAL_SHADOW = """    setenv BLUEGREEN_SHADOW_PATH /v1/logs
+    setenv BLUEGREEN_SHADOW_BACKEND_PREFIX bg_
     setenv BLUEGREEN_SHADOW_FRONTEND live
     setenv BLUEGREEN_SHADOW_QUEUE {shadow_queue}
     setenv BLUEGREEN_SHADOW_WORKERS 4
@@ -57,6 +58,7 @@ LIVE_SHADOW = """    http-request del-header X-Bluegreen-Shadow
     http-request set-var(txn.bg_shadow_length) req.hdr(content-length) if bg_shadow_sampled
     http-request set-var(txn.bg_shadow_type) req.hdr(content-type) if bg_shadow_sampled
     http-request set-var(txn.bg_shadow_body) req.body if bg_shadow_sampled
+    http-request set-var(txn.bg_shadow_idle) str(live),map({dir}/live.map,blue),map({dir}/idle.map) if bg_shadow_sampled
     http-response lua.bluegreen_shadow_enqueue if bg_shadow_sampled
 """  # noqa: E501 - HAProxy config lines, as roles/haproxy renders them
 

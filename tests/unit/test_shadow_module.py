@@ -1,5 +1,5 @@
 """bluegreen_shadow against a real HAProxy running the real Lua mirror, with real logplatform nodes:
-blue is live, green idle (it takes the preview frontend, so the mirror's batches)."""
+blue is live, green idle (the mirror sends its batches to the servers of green's backend)."""
 
 from __future__ import annotations
 
@@ -242,7 +242,7 @@ def test_an_idle_color_that_is_down_counts_as_shadow_errors_never_live_errors(tm
     records = by_name(result["records"])
     assert records["shadow_errors"]["verdict"] == "fail"
     assert records["shadow_errors"]["observed"] == 5
-    assert "HTTP 503" in records["shadow_errors"]["message"]
+    assert "no server UP in backend bg_green (the idle color is down)" in records["shadow_errors"]["message"]
     assert records["shadow_mirrored"]["verdict"] == "fail"
 
 

@@ -2,22 +2,26 @@
 --
 -- Shipped by roles/haproxy, loaded with `lua-load` (one shared Lua state for all threads).
 -- haproxy.cfg decides which requests are sampled (the `percent` entry of the shadow map, set only
--- at runtime, 0 in the file) and captures their body; this file does the rest, off the live path:
+-- at runtime, 0 in the file), captures their body and names the idle color (from the live-color map,
+-- as the preview frontend does); this file does the rest, off the live path:
 --
 --   action  bluegreen_shadow_enqueue (http-response, sampled requests only): O(1), never yields.
---           Puts {body, content type, live status, live accepted count} on a bounded queue; when
+--           Puts {body, content type, idle color, live status, live accepted count} on a bounded queue; when
 --           the queue is full the batch is dropped and counted, when the captured body is not
 --           the whole body (larger than HAProxy's buffer, or chunked) it is skipped and counted.
 --   tasks   BLUEGREEN_SHADOW_WORKERS background tasks drain the queue: POST each batch with
---           `X-Bluegreen-Shadow: 1` to BLUEGREEN_SHADOW_URL (the preview frontend, which routes to
---           the idle color), compare status and accepted count with the live answer, count, and
---           discard the answer.
+--           `X-Bluegreen-Shadow: 1` to BLUEGREEN_SHADOW_PATH on a server of the idle color's backend
+--           (round robin over the servers its health checks say are UP), compare status and accepted
+--           count with the live answer, count, and discard the answer. Straight to the server, not
+--           through the preview frontend: that second pass through HAProxy was the larger part of
+--           the mirror's cost on the lb (bench/shadow.py, docs/benchmarks.md).
 --   cli     `bluegreen shadow` prints the counters as one JSON object; `bluegreen shadow reset`
 --           zeroes them (and prints them zeroed).
 --
 -- Settings come from the environment (haproxy.cfg `setenv` lines before `lua-load`).
 
-local TARGET = os.getenv("BLUEGREEN_SHADOW_URL") or "http://127.0.0.1:8081/v1/logs"
+local TARGET_PATH = os.getenv("BLUEGREEN_SHADOW_PATH") or "/v1/logs"
+local BACKEND_PREFIX = os.getenv("BLUEGREEN_SHADOW_BACKEND_PREFIX") or "bg_"
 local QUEUE_MAX = tonumber(os.getenv("BLUEGREEN_SHADOW_QUEUE") or "") or 256
 local WORKERS = tonumber(os.getenv("BLUEGREEN_SHADOW_WORKERS") or "") or 4
 local TIMEOUT_MS = tonumber(os.getenv("BLUEGREEN_SHADOW_TIMEOUT_MS") or "") or 5000
@@ -90,6 +94,7 @@ core.register_action("bluegreen_shadow_enqueue", { "http-res" }, function(txn)
     queue[tail] = {
         body = body,
         content_type = txn:get_var("txn.bg_shadow_type"),
+        backend = BACKEND_PREFIX .. (txn:get_var("txn.bg_shadow_idle") or ""),
         status = txn.f:status(),
         accepted = tonumber(txn.f:res_hdr(ACCEPTED_HEADER) or ""), -- nil: the live release does not say
     }
@@ -99,10 +104,9 @@ end, 0)
 
 local inflight = 0
 
--- The target, split once: http://host:port/path.
-local TARGET_HOST, TARGET_PORT, TARGET_PATH = TARGET:match("^http://([^:/]+):(%d+)(/.*)$")
-TARGET_PORT = tonumber(TARGET_PORT)
 local TIMEOUT_S = TIMEOUT_MS / 1000
+-- The idle backend's UP servers are read from HAProxy at most this often (get_stats is not free).
+local SERVERS_TTL_S = 1.0
 -- A kept-alive connection is reused only if it was used this recently, so that the frontend's
 -- keep-alive timeout can never close it under a request we are sending (that would count as an error).
 local REUSE_WITHIN_S = 1.0
@@ -114,7 +118,7 @@ local REUSE_WITHIN_S = 1.0
 -- Returns status, headers (lower-case name -> value) or nil, error.
 local function exchange(conn, item)
     local request = "POST " .. TARGET_PATH .. " HTTP/1.1\r\n"
-        .. "Host: " .. TARGET_HOST .. ":" .. TARGET_PORT .. "\r\n"
+        .. "Host: " .. conn.key .. "\r\n"
         .. "User-Agent: bluegreen-shadow\r\n"
         .. "X-Bluegreen-Shadow: 1\r\n"
         .. (item.content_type and ("Content-Type: " .. item.content_type .. "\r\n") or "")
@@ -175,15 +179,52 @@ local function exchange(conn, item)
     return status, headers
 end
 
-local function connect()
+-- "127.0.0.1:9101", "::1:9101" or "[::1]:9101" -> host, port
+local function split_addr(addr)
+    local host, port = (addr or ""):match("^%[?(.-)%]?:(%d+)$")
+    return host, tonumber(port)
+end
+
+local servers_cache = {} -- backend name -> {at = seconds, list = {{host, port, key}, ...}}
+local next_server = 0
+
+-- The servers of `backend` that its health checks say are UP (or that are not checked), in name order.
+local function up_servers(backend)
+    local cached = servers_cache[backend]
+    local now = now_s()
+    if cached ~= nil and now - cached.at < SERVERS_TTL_S then
+        return cached.list
+    end
+    local list = {}
+    local proxy = core.backends[backend]
+    if proxy ~= nil then
+        local names = {}
+        for name in pairs(proxy.servers) do
+            names[#names + 1] = name
+        end
+        table.sort(names)
+        for _, name in ipairs(names) do
+            local server = proxy.servers[name]
+            local status = server:get_stats()["status"] or ""
+            local host, port = split_addr(server:get_addr())
+            if host ~= nil and (status:sub(1, 2) == "UP" or status == "no check") then
+                list[#list + 1] = { host = host, port = port, key = host .. ":" .. port }
+            end
+        end
+    end
+    servers_cache[backend] = { at = now, list = list }
+    return list
+end
+
+local function connect(server)
     local socket = core.tcp()
     socket:settimeout(TIMEOUT_S)
-    local ok, err = socket:connect(TARGET_HOST, TARGET_PORT)
+    local ok, err = socket:connect(server.host, server.port)
     if ok == nil then
         socket:close()
-        return nil, "connect " .. TARGET_HOST .. ":" .. TARGET_PORT .. ": " .. tostring(err)
+        return nil, "connect " .. server.key .. ": " .. tostring(err)
     end
-    return { socket = socket, used_at = now_s() }
+    return { socket = socket, key = server.key, used_at = now_s() }
 end
 
 local function close(conn)
@@ -192,16 +233,27 @@ local function close(conn)
     end
 end
 
--- Mirror one batch on the worker's connection; returns the connection to keep (or nil).
-local function mirror(conn, item)
+-- Mirror one batch to a server of the idle color, on the worker's connection to that server (from
+-- `conns`, server key -> connection; kept there for the next batch, or removed).
+local function mirror(conns, item)
     local started = now_s()
+    local servers = up_servers(item.backend)
+    if #servers == 0 then
+        counters.errors = counters.errors + 1
+        keep(error_samples, { at = started, took_s = 0, error = "no server UP in backend " .. item.backend .. " (the idle color is down)" })
+        return
+    end
+    next_server = next_server % #servers + 1
+    local server = servers[next_server]
+    local conn = conns[server.key]
+    conns[server.key] = nil
     if conn ~= nil and started - conn.used_at > REUSE_WITHIN_S then
         close(conn)
         conn = nil
     end
     local status, headers
     if conn == nil then
-        conn, headers = connect()
+        conn, headers = connect(server)
     end
     if conn ~= nil then
         status, headers = exchange(conn, item)
@@ -210,20 +262,21 @@ local function mirror(conn, item)
         close(conn)
         counters.errors = counters.errors + 1
         keep(error_samples, { at = now_s(), took_s = now_s() - started, error = tostring(headers) })
-        return nil
+        return
     end
     conn.used_at = now_s()
     if (headers["connection"] or ""):lower() == "close" then
         close(conn)
-        conn = nil
+    else
+        conns[server.key] = conn
     end
     local accepted = tonumber(headers[ACCEPTED_HEADER] or "")
     if accepted == nil then
-        -- not an answer of a logplatform node (HAProxy's own 502/503/504: the idle color is down or
-        -- too slow): an error of the shadow path, not a different answer of the new version
+        -- not an answer of a logplatform ingest (something else listens there): an error of the
+        -- shadow path, not a different answer of the new version
         counters.errors = counters.errors + 1
-        keep(error_samples, { at = now_s(), took_s = now_s() - started, error = "HTTP " .. status .. " without " .. ACCEPTED_HEADER })
-        return conn
+        keep(error_samples, { at = now_s(), took_s = now_s() - started, error = "HTTP " .. status .. " from " .. server.key .. " without " .. ACCEPTED_HEADER })
+        return
     end
     counters.mirrored = counters.mirrored + 1
     -- a live color that does not send the header yet (an older release) is compared on status only
@@ -240,17 +293,18 @@ local function mirror(conn, item)
             shadow_accepted = accepted,
         })
     end
-    return conn
 end
 
 local function worker()
-    local conn
+    local conns = {}
     while true do
         if head == tail then
-            -- an idle connection is closed soon, so that it never keeps an old worker alive after a reload
-            if conn ~= nil and now_s() - conn.used_at > REUSE_WITHIN_S then
-                close(conn)
-                conn = nil
+            -- idle connections are closed soon, so that none keeps an old worker alive after a reload
+            for key, conn in pairs(conns) do
+                if now_s() - conn.used_at > REUSE_WITHIN_S then
+                    close(conn)
+                    conns[key] = nil
+                end
             end
             core.msleep(IDLE_SLEEP_MS)
         else
@@ -258,16 +312,16 @@ local function worker()
             queue[head] = nil
             head = head + 1
             inflight = inflight + 1
-            local ok, result = pcall(mirror, conn, item)
+            local ok, err = pcall(mirror, conns, item)
             inflight = inflight - 1
-            if ok then
-                conn = result
-            else
-                -- a bug must not stop the worker: count it, drop the connection, go on
+            if not ok then
+                -- a bug must not stop the worker: count it, drop its connections, go on
                 counters.errors = counters.errors + 1
-                keep(error_samples, { at = now_s(), error = "lua: " .. tostring(result) })
-                pcall(close, conn)
-                conn = nil
+                keep(error_samples, { at = now_s(), error = "lua: " .. tostring(err) })
+                for key, conn in pairs(conns) do
+                    pcall(close, conn)
+                    conns[key] = nil
+                end
             end
         end
     end
@@ -333,7 +387,7 @@ local function snapshot()
     out.inflight = inflight
     out.queue_max = QUEUE_MAX
     out.workers = WORKERS
-    out.target = TARGET
+    out.target = "servers of backend " .. BACKEND_PREFIX .. "<idle color>, path " .. TARGET_PATH
     out.frontend = FRONTEND
     out.now = now_s()
     out.mismatch_samples = { [ARRAY] = mismatch_samples }
