@@ -10,10 +10,10 @@ short_description: Mirror a sample of live batches to the idle color (shadow tra
 description:
   - HAProxy's live frontend samples I(percent) % of C(POST /v1/logs) batches while the entry C(percent)
     of the shadow map I(map) is above 0; the Lua mirror C(bluegreen_shadow.lua) (roles/haproxy) sends
-    each sampled batch, marked with the header C(X-Bluegreen-Shadow) set to 1, through the preview
-    frontend to the idle color,
-    whose nodes write it to their shadow sink, and compares the answer (status, entries accepted) with
-    the live one. The live request never waits for the mirror.
+    each sampled batch, marked with the header C(X-Bluegreen-Shadow) set to 1, straight to a server of
+    the idle color's backend that its health checks say is up (round robin), whose node writes it to
+    its shadow sink, and compares the answer (status, entries accepted) with the live one. The live
+    request never waits for the mirror.
   - The switch is the runtime API only (C(set map)); the map file always says 0, so a reload or restart
     of HAProxy always turns shadowing off.
   - I(state=started) resets the counters (unless I(reset=false)) and sets the percentage;
