@@ -63,6 +63,9 @@ class RunJob:
         self.runner: Any = None
         self.cancel_requested = False
         self.done = threading.Event()
+        # set first thing in finish(): from the moment the store says finished, the run is no longer
+        # in the way of the next one (done is set only after the end event is appended)
+        self.ending = False
         self._stage: dict | None = None
         self._stages: dict[str, dict] = {}  # name -> {"index", "ok", "failed", "skipped"}
         self._first_failed_stage: str | None = None
@@ -161,6 +164,7 @@ class RunJob:
         """Record the result and append the final `end` event (once)."""
         if self.done.is_set():
             return
+        self.ending = True
         failure = failure or self.failure_message(status, rc)
         failed_stage = None
         if failure:
@@ -220,7 +224,7 @@ class RunManager:
 
     def active(self) -> RunJob | None:
         for job in list(self._jobs.values()):
-            if not job.done.is_set():
+            if not job.done.is_set() and not job.ending:
                 if job.thread is not None and not job.thread.is_alive():
                     job.finish("error", None, failure="the runner thread ended without a result")
                     continue

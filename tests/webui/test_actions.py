@@ -229,3 +229,24 @@ def test_watch_seconds_setting_reaches_deploys_only(config, users_file):
         assert (status, "takes no field" in page) == (400, True)
     finally:
         app.extensions["bluegreen"].monitor.stop()
+
+
+def test_a_run_the_store_calls_finished_is_no_longer_in_the_way(operator, app):
+    """The next action may start as soon as a run is recorded finished, before its end event is out."""
+    bluegreen = app.extensions["bluegreen"]
+    update_run = bluegreen.db.update_run
+    in_the_way: list = []
+
+    def update_then_look(run_id, **fields):
+        update_run(run_id, **fields)
+        if fields.get("finished_at"):
+            in_the_way.append(bluegreen.runs.active())
+
+    bluegreen.db.update_run = update_then_look
+    try:
+        run = wait_finished(app, run_id_from(post_action(operator, action="deploy", version="1.0.0")))
+    finally:
+        bluegreen.db.update_run = update_run
+    assert run["status"] == "successful"
+    assert in_the_way == [None]
+    wait_finished(app, run_id_from(post_action(operator, action="rollback")))
