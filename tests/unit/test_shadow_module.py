@@ -3,6 +3,7 @@ blue is live, green idle (the mirror sends its batches to the servers of green's
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import threading
@@ -69,6 +70,28 @@ def lab(tmp_path):
         haproxy_dir.mkdir()
         with haproxy_fixture.running(haproxy_dir, nodes=addresses, shadow=True) as lb:
             yield lb, nodes
+
+
+@contextlib.contextmanager
+def idle_lab(tmp_path, green_fault: dict | None = None, blue_shadow: bool = False, **lb_args):
+    """blue-1 live, green-1 idle (shadow sink tmp_path/g-shadow, with a TEST-ONLY fault if given), HAProxy
+    with the mirror; yields (lb, blue, green)."""
+    with fleet(tmp_path / "nodes") as start:
+        blue = start(
+            "blue-1", "blue", **({"shadow_sink_dir": str(tmp_path / "b-shadow")} if blue_shadow else {})
+        )
+        green = start(
+            "green-1",
+            "green",
+            shadow_sink_dir=str(tmp_path / "g-shadow"),
+            **({"fault": green_fault} if green_fault else {}),
+        )
+        blue.wait_ready()
+        green.wait_ready()
+        nodes = {"blue": [f"127.0.0.1:{blue.port}"], "green": [f"127.0.0.1:{green.port}"]}
+        (tmp_path / "lb").mkdir()
+        with haproxy_fixture.running(tmp_path / "lb", nodes=nodes, shadow=True, **lb_args) as lb:
+            yield lb, blue, green
 
 
 def shadow(lb, **args):
@@ -194,23 +217,14 @@ def test_samples_about_the_configured_fraction(lab):
 
 
 def test_different_answers_of_the_idle_color_are_mismatches(tmp_path):
-    with fleet(tmp_path / "nodes") as start:
-        blue = start("blue-1", "blue", shadow_sink_dir=str(tmp_path / "b-shadow"))
-        # the new release refuses what the live one accepts: here, every batch (TEST-ONLY fault)
-        green = start(
-            "green-1", "green", shadow_sink_dir=str(tmp_path / "g-shadow"), fault={"error_rate": 1.0}
-        )
-        blue.wait_ready()
-        green.wait_ready()
-        nodes = {"blue": [f"127.0.0.1:{blue.port}"], "green": [f"127.0.0.1:{green.port}"]}
-        (tmp_path / "lb").mkdir()
-        with haproxy_fixture.running(tmp_path / "lb", nodes=nodes, shadow=True) as lb:
-            shadow(lb, state="started", percent=100)
-            client = Client(lb.live_port)
-            assert [client.post(batch(2)) for _ in range(5)] == [200] * 5
-            client.close()
-            wait_mirrored(lb, 5)
-            failed, result = shadow(lb, state="stopped", fail_on_failed=True)
+    # the new release refuses what the live one accepts: here, every batch (TEST-ONLY fault)
+    with idle_lab(tmp_path, green_fault={"error_rate": 1.0}, blue_shadow=True) as (lb, _, _):
+        shadow(lb, state="started", percent=100)
+        client = Client(lb.live_port)
+        assert [client.post(batch(2)) for _ in range(5)] == [200] * 5
+        client.close()
+        wait_mirrored(lb, 5)
+        failed, result = shadow(lb, state="stopped", fail_on_failed=True)
     assert failed
     assert "shadow_mismatches on lb-1: observed 5, threshold == 0" in result["msg"]
     assert '"live_status": 200' in result["msg"] and '"shadow_status": 500' in result["msg"]
@@ -222,22 +236,15 @@ def test_different_answers_of_the_idle_color_are_mismatches(tmp_path):
 
 
 def test_an_idle_color_that_is_down_counts_as_shadow_errors_never_live_errors(tmp_path):
-    with fleet(tmp_path / "nodes") as start:
-        blue = start("blue-1", "blue")
-        green = start("green-1", "green", shadow_sink_dir=str(tmp_path / "g-shadow"))
-        blue.wait_ready()
-        green.wait_ready()
-        nodes = {"blue": [f"127.0.0.1:{blue.port}"], "green": [f"127.0.0.1:{green.port}"]}
-        (tmp_path / "lb").mkdir()
-        with haproxy_fixture.running(tmp_path / "lb", nodes=nodes, shadow=True) as lb:
-            green.stop()
-            lb.wait_status({"bg_green/green-1": "DOWN"})
-            shadow(lb, state="started", percent=100)
-            client = Client(lb.live_port)
-            assert [client.post(batch(1)) for _ in range(5)] == [200] * 5
-            client.close()
-            wait_mirrored(lb, 5)
-            failed, result = shadow(lb, state="stopped")
+    with idle_lab(tmp_path) as (lb, _, green):
+        green.stop()
+        lb.wait_status({"bg_green/green-1": "DOWN"})
+        shadow(lb, state="started", percent=100)
+        client = Client(lb.live_port)
+        assert [client.post(batch(1)) for _ in range(5)] == [200] * 5
+        client.close()
+        wait_mirrored(lb, 5)
+        failed, result = shadow(lb, state="stopped")
     assert not failed  # the caller judges
     records = by_name(result["records"])
     assert records["shadow_errors"]["verdict"] == "fail"
@@ -247,26 +254,17 @@ def test_an_idle_color_that_is_down_counts_as_shadow_errors_never_live_errors(tm
 
 
 def test_full_queue_drops_and_large_bodies_are_skipped_without_touching_live(tmp_path):
-    with fleet(tmp_path / "nodes") as start:
-        blue = start("blue-1", "blue")
-        green = start(
-            "green-1", "green", shadow_sink_dir=str(tmp_path / "g-shadow"), fault={"extra_latency_ms": 300}
-        )
-        blue.wait_ready()
-        green.wait_ready()
-        nodes = {"blue": [f"127.0.0.1:{blue.port}"], "green": [f"127.0.0.1:{green.port}"]}
-        (tmp_path / "lb").mkdir()
-        with haproxy_fixture.running(tmp_path / "lb", nodes=nodes, shadow=True, shadow_queue=2) as lb:
-            shadow(lb, state="started", percent=100)
-            client = Client(lb.live_port)
-            # 4 workers each busy 300 ms, 2 queue places: most of a quick burst is dropped
-            assert [client.post(batch(1)) for _ in range(30)] == [200] * 30
-            big = batch(300)
-            for entry in big:
-                entry["message"] = "x" * 100  # ~40 KB, more than HAProxy's 16 KB buffer
-            assert client.post(big) == 200
-            client.close()
-            failed, result = shadow(lb, state="stopped")
+    with idle_lab(tmp_path, green_fault={"extra_latency_ms": 300}, shadow_queue=2) as (lb, blue, _):
+        shadow(lb, state="started", percent=100)
+        client = Client(lb.live_port)
+        # 4 workers each busy 300 ms, 2 queue places: most of a quick burst is dropped
+        assert [client.post(batch(1)) for _ in range(30)] == [200] * 30
+        big = batch(300)
+        for entry in big:
+            entry["message"] = "x" * 100  # ~40 KB, more than HAProxy's 16 KB buffer
+        assert client.post(big) == 200
+        client.close()
+        failed, result = shadow(lb, state="stopped")
     assert not failed
     counters = result["shadow"]
     assert counters["sampled"] == 31
@@ -279,38 +277,29 @@ def test_full_queue_drops_and_large_bodies_are_skipped_without_touching_live(tmp
 
 def test_live_requests_stop_counting_when_sampling_stops(tmp_path):
     """The fraction's denominator is the sampling window: live traffic during the drain is not in it."""
-    with fleet(tmp_path / "nodes") as start:
-        blue = start("blue-1", "blue")
-        green = start(
-            "green-1", "green", shadow_sink_dir=str(tmp_path / "g-shadow"), fault={"extra_latency_ms": 200}
-        )
-        blue.wait_ready()
-        green.wait_ready()
-        nodes = {"blue": [f"127.0.0.1:{blue.port}"], "green": [f"127.0.0.1:{green.port}"]}
-        (tmp_path / "lb").mkdir()
-        with haproxy_fixture.running(tmp_path / "lb", nodes=nodes, shadow=True) as lb:
-            shadow(lb, state="started", percent=100)
-            client = Client(lb.live_port)
-            # 4 workers at 200 ms a batch: 40 sampled batches take the drain about 2 s
-            assert [client.post(batch(1)) for _ in range(40)] == [200] * 40
-            sending = threading.Event()
-            sending.set()
-            during_drain: list[int] = []
+    with idle_lab(tmp_path, green_fault={"extra_latency_ms": 200}) as (lb, _, _):
+        shadow(lb, state="started", percent=100)
+        client = Client(lb.live_port)
+        # 4 workers at 200 ms a batch: 40 sampled batches take the drain about 2 s
+        assert [client.post(batch(1)) for _ in range(40)] == [200] * 40
+        sending = threading.Event()
+        sending.set()
+        during_drain: list[int] = []
 
-            def keep_sending() -> None:
-                other = Client(lb.live_port)
-                while sending.is_set():
-                    during_drain.append(other.post(batch(1)))
-                other.close()
+        def keep_sending() -> None:
+            other = Client(lb.live_port)
+            while sending.is_set():
+                during_drain.append(other.post(batch(1)))
+            other.close()
 
-            sender = threading.Thread(target=keep_sending)
-            sender.start()
-            try:
-                failed, result = shadow(lb, state="stopped")
-            finally:
-                sending.clear()
-                sender.join()
-            client.close()
+        sender = threading.Thread(target=keep_sending)
+        sender.start()
+        try:
+            failed, result = shadow(lb, state="stopped")
+        finally:
+            sending.clear()
+            sender.join()
+        client.close()
     assert not failed and result["drained"] is True
     counters = result["shadow"]
     assert counters["mirrored"] == counters["sampled"] >= 40
