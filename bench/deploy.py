@@ -26,7 +26,6 @@ from common import (
     LAB,
     RESULTS,
     ROOT,
-    live_color,
     load_requests,
     plot_timeline,
     start_load,
@@ -124,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         "verify": {k: report[k] for k in ("acked_entries", "failed_requests_total", "lost", "duplicates")},
     }
     print_table(result)
-    write_results(args, result, version=version, to=idle, **{"from": live_color()})
+    # from: the color that was live before the deploy (live_color() now answers the new one)
+    write_results(args, result, version=version, to=idle, **{"from": state["live"]})
     plot_timeline(
         requests,
         [(at, stage) for at, stage in marks],
