@@ -233,8 +233,9 @@ local function close(conn)
     end
 end
 
--- Mirror one batch to a server of the idle color, on the worker's connection to that server (from
--- `conns`, server key -> connection; kept there for the next batch, or removed).
+-- Mirror one batch to a server of the idle color, on the worker's connection to that server (in
+-- `conns`, server key -> connection, for as long as it is usable: so that the worker can close every
+-- connection it holds if this function fails half way).
 local function mirror(conns, item)
     local started = now_s()
     local servers = up_servers(item.backend)
@@ -246,7 +247,6 @@ local function mirror(conns, item)
     next_server = next_server % #servers + 1
     local server = servers[next_server]
     local conn = conns[server.key]
-    conns[server.key] = nil
     if conn ~= nil and started - conn.used_at > REUSE_WITHIN_S then
         close(conn)
         conn = nil
@@ -255,10 +255,12 @@ local function mirror(conns, item)
     if conn == nil then
         conn, headers = connect(server)
     end
+    conns[server.key] = conn
     if conn ~= nil then
         status, headers = exchange(conn, item)
     end
     if status == nil then
+        conns[server.key] = nil
         close(conn)
         counters.errors = counters.errors + 1
         keep(error_samples, { at = now_s(), took_s = now_s() - started, error = tostring(headers) })
@@ -266,9 +268,8 @@ local function mirror(conns, item)
     end
     conn.used_at = now_s()
     if (headers["connection"] or ""):lower() == "close" then
+        conns[server.key] = nil
         close(conn)
-    else
-        conns[server.key] = conn
     end
     local accepted = tonumber(headers[ACCEPTED_HEADER] or "")
     if accepted == nil then
