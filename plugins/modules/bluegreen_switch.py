@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""The atomic blue/green switch: one HAProxy runtime-API map change, written to disk first."""
+"""The traffic switch: gate, one HAProxy runtime-API map change (written to disk first), probe."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ description:
     entry through the runtime API, which HAProxy applies to the very next request, on new and on
     kept-alive connections alike; then it reads the entry back from HAProxy to verify.
   - Never reloads or restarts HAProxy. If HAProxy refuses the change, the files are put back.
+  - With I(expect_version) the switch is gated first on what HAProxy and the nodes say now; every
+    server of the target color's backend must be UP in HAProxy, and answer C(/version) with that
+    version (warm on the release C(state.json) records). A refused gate changes nothing.
+  - With I(probe_url) a new request (one log entry) is sent through the live frontend after the
+    change; it must be answered 200 by the target color (C(X-Bluegreen-Color)). If not, the module
+    switches this lb back and fails saying so, so that the message is true about where traffic is.
+  - Without I(color) the module reports the live color and compares HAProxy's entry with the map
+    file (what a reload would load); with I(on_disagreement=fail) a difference fails, with
+    C(repair) the map file and C(state.json) are rewritten to what HAProxy serves (traffic does not move).
 options:
   color:
     description: Color to make live. Without it, the module only reports the live color.
@@ -27,6 +36,28 @@ options:
     description: After a switch, how long the previous color stays warm for rollback (state.json warm_until).
     type: int
     default: 3600
+  expect_version:
+    description:
+      - Gate before the switch; every server of the target color is UP in HAProxy and reports this
+        version on C(/version). Not checked when the target is live already.
+    type: str
+  probe_url:
+    description: Live frontend URL (C(http://host:port)) to prove the switch with one new request.
+    type: str
+  probe_id:
+    description: Entry id of the probe (the service is C(bluegreen-probe)); default a unique one.
+    type: str
+  timeout:
+    description: Seconds each HTTP request of the gate and the probe may take.
+    type: float
+    default: 5.0
+  on_disagreement:
+    description:
+      - Without I(color), what to do when the map file and HAProxy's live entry differ (a controller
+        that died between the two writes of a switch).
+    type: str
+    choices: [report, fail, repair]
+    default: report
 extends_documentation_fragment:
   - bluegreen_haproxy
   - bluegreen_haproxy.live_map
@@ -40,6 +71,15 @@ EXAMPLES = r"""
     map: /var/lib/bluegreen/haproxy/live.map
     state_dir: /var/lib/bluegreen/state
     color: green
+
+- name: Make green live if it is warm on 1.1.0, then prove new requests land there
+  bluegreen_switch:
+    socket: /var/lib/bluegreen/haproxy/admin.sock
+    map: /var/lib/bluegreen/haproxy/live.map
+    state_dir: /var/lib/bluegreen/state
+    color: green
+    expect_version: 1.1.0
+    probe_url: http://10.0.0.10:8080
 
 - name: Read the live color
   bluegreen_switch:
@@ -71,18 +111,40 @@ switched_at:
   description: UTC time of the switch.
   returned: when switched
   type: str
+gate:
+  description: What the gate saw, each target server's status and version.
+  returned: when I(expect_version) was checked
+  type: dict
+  sample: {green-1: {status: UP, version: 1.1.0, address: "127.0.0.1:9201"}}
+probe:
+  description: The probe's answer, status, color and node that served it, milliseconds.
+  returned: when I(probe_url) was given and the module switched or the target was live
+  type: dict
+  sample: {status: 200, color: green, node: green-1, ms: 3.2}
+repaired:
+  description: Without I(color) and with I(on_disagreement=repair), whether the files were rewritten.
+  returned: always
+  type: bool
 """
 
 import datetime as dt
+import json
 import socket
 import time
+import uuid
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.bluegreen_checks import connection, get_json, short
 from ansible.module_utils.bluegreen_files import atomic_write, read_text
 from ansible.module_utils.bluegreen_haproxy import HAProxyRuntime, HAProxyRuntimeError
 from ansible.module_utils.bluegreen_state import COLORS, StateDir, StateError, now, other_color
+from ansible.module_utils.bluegreen_stats import backend_name, summarize, unhealthy_servers
 
 MAP_KEY = "live"
+
+
+class SwitchRefused(Exception):
+    """The gate refused the switch; nothing was changed."""
 
 
 def map_file_color(path: str) -> str | None:
@@ -97,6 +159,136 @@ def write_map_file(path: str, color: str) -> None:
     atomic_write(path, f"{MAP_KEY} {color}\n")
 
 
+def gate(runtime: HAProxyRuntime, color: str, version: str, timeout: float) -> dict:
+    """Every server of the color UP in HAProxy and on the version, or SwitchRefused naming the first not."""
+    backend = summarize(runtime.show_stat()).get(backend_name(color))
+    if not backend or backend["servers_total"] == 0:
+        raise SwitchRefused(f"{color} has no servers in HAProxy")
+    down = unhealthy_servers(backend)
+    if down:
+        raise SwitchRefused(f"{color} is not up in HAProxy: {', '.join(down)}")
+    seen = {}
+    for name, server in sorted(backend["servers"].items()):
+        try:
+            running = get_json(f"http://{server['address']}/version", timeout).get("version")
+        except Exception as exc:  # any failure to answer is a node that is not warm
+            raise SwitchRefused(f"node {name} of {color} did not answer /version: {exc}") from exc
+        if running != version:
+            raise SwitchRefused(
+                f"node {name} of {color} runs {running}, but state.json records {version} for {color}"
+            )
+        seen[name] = {"status": server["status"], "version": running, "address": server["address"]}
+    return seen
+
+
+def probe(url: str, entry_id: str, timeout: float) -> dict:
+    """One new log entry through the live frontend: who answered it, and how."""
+    entry = {
+        "ts": now(),
+        "level": "info",
+        "service": "bluegreen-probe",
+        "message": "switch probe",
+        "id": entry_id,
+    }
+    started = time.perf_counter()
+    conn, path = connection(url.rstrip("/") + "/v1/logs", timeout)
+    try:
+        conn.request("POST", path, body=json.dumps([entry]), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        body = response.read()
+    except OSError as exc:
+        return {"status": None, "color": None, "node": None, "error": str(exc)}
+    finally:
+        conn.close()
+    return {
+        "status": response.status,
+        "color": response.getheader("X-Bluegreen-Color"),
+        "node": response.getheader("X-Bluegreen-Node"),
+        "ms": round((time.perf_counter() - started) * 1000, 3),
+        "body": short(body),
+    }
+
+
+def describe_probe(answer: dict) -> str:
+    if answer["status"] is None:
+        return f"failed: {answer['error']}"
+    return f"answered {answer['status']} by {answer['color'] or 'no color'} ({answer['node'] or '-'})"
+
+
+class Switch:
+    """The map file, state.json and HAProxy's entry of one lb, changed together."""
+
+    def __init__(self, module: AnsibleModule, runtime: HAProxyRuntime) -> None:
+        self.module = module
+        self.runtime = runtime
+        self.map = module.params["map"]
+        self.store = StateDir(module.params["state_dir"]) if module.params["state_dir"] else None
+
+    def files(self, color: str, state: dict | None, warm: bool) -> None:
+        """Durable first: a reload or restart of HAProxy from here on comes back with this color."""
+        write_map_file(self.map, color)
+        if self.store and state is not None:
+            if warm:
+                warm_until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(
+                    seconds=self.module.params["warm_seconds"]
+                )
+                state = {**state, "live": color, "previous": other_color(color)}
+                state["warm_until"] = warm_until.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            self.store.write(state)
+
+    def runtime_set(self, color: str) -> str | None:
+        """The switch itself: one map entry, applied by HAProxy to the next request; an error or None."""
+        try:
+            self.runtime.set_map(self.map, MAP_KEY, color)
+            confirmed = self.runtime.show_map(self.map).get(MAP_KEY)
+        except HAProxyRuntimeError as exc:
+            return str(exc)
+        return None if confirmed == color else f"HAProxy reports {confirmed!r} after setting {color!r}"
+
+
+def switch_back(
+    switch: Switch, *, target: str, live: str, old_state: dict | None, answer: dict, where: str, result: dict
+) -> str:
+    """The probe says the new color does not serve: back to the old one on this lb; the true message."""
+    error = switch.runtime_set(live)
+    if error is None:
+        switch.files(live, old_state, warm=False)
+        result["live"] = live
+        now_live = f"switched back: {live} is live again on this lb"
+    else:
+        now_live = f"SWITCHING BACK FAILED ({error}): {target} is live on this lb"
+    return (
+        f"switch to {target} on {where}: a new request after the switch {describe_probe(answer)}, "
+        f"expected 200 by {target}; {now_live}"
+    )
+
+
+def query(module: AnsibleModule, switch: Switch, where: str, result: dict) -> None:
+    """No color: report, and compare the map file (what a reload loads) with HAProxy's entry."""
+    live, on_disk = result["live"], result["on_disk"]
+    if on_disk == live:
+        module.exit_json(changed=False, repaired=False, **result)
+    problem = (
+        f"on {where} HAProxy routes live traffic to {live} but the map file {switch.map} says {on_disk}: "
+        f"a reload or restart would move traffic to {on_disk}"
+    )
+    mode = module.params["on_disagreement"]
+    if mode == "fail":
+        module.fail_json(
+            msg=f"{problem}; repair with -e bluegreen_repair_map=true (keeps {live} live)", **result
+        )
+    if mode == "report":
+        module.exit_json(changed=False, repaired=False, disagreement=problem, **result)
+    if module.check_mode:
+        module.exit_json(changed=True, repaired=False, disagreement=problem, **result)
+    try:
+        state = switch.store.read() if switch.store else None
+    except StateError as exc:
+        module.fail_json(msg=f"repair on {where}: {exc}", **result)
+    switch.files(live, {**state, "live": live} if state else None, warm=False)
+    module.exit_json(changed=True, repaired=True, disagreement=problem, **{**result, "on_disk": live})
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -105,12 +297,18 @@ def main() -> None:
             "color": {"type": "str", "choices": list(COLORS)},
             "state_dir": {"type": "path"},
             "warm_seconds": {"type": "int", "default": 3600},
+            "expect_version": {"type": "str"},
+            "probe_url": {"type": "str"},
+            "probe_id": {"type": "str"},
+            "timeout": {"type": "float", "default": 5.0},
+            "on_disagreement": {"type": "str", "choices": ["report", "fail", "repair"], "default": "report"},
         },
         supports_check_mode=True,
     )
     p = module.params
     where = f"lb {socket.gethostname()}"
     runtime = HAProxyRuntime(p["socket"])
+    switch = Switch(module, runtime)
     try:
         live = runtime.show_map(p["map"]).get(MAP_KEY)
     except HAProxyRuntimeError as exc:
@@ -122,50 +320,55 @@ def main() -> None:
         )
     target = p["color"]
     result = {"live": live, "previous": live, "on_disk": on_disk}
-    if target is None or (target == live and on_disk == live):
+    if target is None:
+        query(module, switch, where, result)
+    if target == live and on_disk == live:
+        if p["probe_url"] and not module.check_mode:
+            result["probe"] = probe(
+                p["probe_url"], p["probe_id"] or f"probe-{uuid.uuid4().hex}", p["timeout"]
+            )
         module.exit_json(changed=False, **result)
+
+    if p["expect_version"] and target != live:
+        try:
+            result["gate"] = gate(runtime, target, p["expect_version"], p["timeout"])
+        except (SwitchRefused, HAProxyRuntimeError) as exc:
+            module.fail_json(msg=f"switch to {target} on {where} refused, {live} stays live: {exc}", **result)
 
     diff = {"before": f"{MAP_KEY} {live}\n", "after": f"{MAP_KEY} {target}\n", "before_header": p["map"]}
     if module.check_mode:
         module.exit_json(changed=True, diff=diff, **{**result, "live": target})
 
-    store = StateDir(p["state_dir"]) if p["state_dir"] else None
     try:
-        old_state = store.read() if store else None
+        old_state = switch.store.read() if switch.store else None
     except StateError as exc:
         module.fail_json(msg=f"switch on {where}: {exc}")
-    # 1. durable first: a reload or restart of HAProxy from here on comes back with the new color
-    write_map_file(p["map"], target)
-    if store and old_state is not None:
-        warm_until = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=p["warm_seconds"])).strftime(
-            "%Y-%m-%dT%H:%M:%S.%fZ"
-        )
-        store.write({**old_state, "live": target, "previous": other_color(target), "warm_until": warm_until})
-    # 2. the switch itself: one map entry, applied by HAProxy to the next request
+    switch.files(target, old_state, warm=True)
     started = time.perf_counter()
-    try:
-        runtime.set_map(p["map"], MAP_KEY, target)
-        confirmed = runtime.show_map(p["map"]).get(MAP_KEY)
-    except HAProxyRuntimeError as exc:
-        confirmed, error = None, str(exc)
-    else:
-        error = None if confirmed == target else f"HAProxy reports {confirmed!r} after setting {target!r}"
+    error = switch.runtime_set(target)
     elapsed_ms = (time.perf_counter() - started) * 1000
     if error:
         # put the files back so disk, state and HAProxy keep agreeing on the old color
-        write_map_file(p["map"], live)
-        if store and old_state is not None:
-            store.write(old_state)
+        switch.files(live, old_state, warm=False)
         module.fail_json(msg=f"switch to {target} on {where} failed, {live} stays live: {error}", **result)
-    module.exit_json(
-        changed=True,
-        diff=diff,
-        live=target,
-        previous=live,
-        on_disk=on_disk,
-        runtime_ms=round(elapsed_ms, 3),
-        switched_at=now(),
-    )
+    result.update(changed=True, diff=diff, live=target, runtime_ms=round(elapsed_ms, 3), switched_at=now())
+    if p["probe_url"]:
+        probe_id = p["probe_id"] or f"probe-{uuid.uuid4().hex}"
+        answer = result["probe"] = probe(p["probe_url"], probe_id, p["timeout"])
+        if answer["status"] != 200 or answer["color"] != target:
+            module.fail_json(
+                msg=switch_back(
+                    switch,
+                    target=target,
+                    live=live,
+                    old_state=old_state,
+                    answer=answer,
+                    where=where,
+                    result=result,
+                ),
+                **result,
+            )
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

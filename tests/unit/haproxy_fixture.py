@@ -75,6 +75,8 @@ CHECKED_BACKEND = """
 backend bg_{color}
     option httpchk GET /health/ready
     default-server check inter 200ms fall 2 rise 1
+    http-response set-header X-Bluegreen-Color {color}
+    http-response set-header X-Bluegreen-Node %[srv_name]
 {servers}
 """
 
