@@ -240,3 +240,71 @@ def test_metrics_count_what_happened(node: Service) -> None:
     info = (("color", "blue"), ("node", "blue-1"), ("version", __version__))
     assert after[("logplatform_build_info", info)] == 1
     assert not any(name.endswith("_created") for name, _ in after)
+
+
+def nested(depth: int) -> Any:
+    """A value holding ``depth`` arrays (and an object every tenth level) inside each other."""
+    value: Any = 1
+    for level in range(depth):
+        value = {"d": value} if level % 10 == 9 else [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [300, 800])
+def test_entry_nested_hundreds_of_levels_deep_is_400_with_a_reason(node: Service, depth: int) -> None:
+    deep = entry(1, tree=nested(depth))
+    entries = [entry(0), deep]
+    resp = node.post_json(entries)
+    assert resp.status == 400, resp.body
+    body = resp.json()
+    assert "nested" in body["error"]
+    assert (body["entry"], body["field"]) == (1, "tree")
+    assert resp.headers["x-logplatform-accepted"] == "0"
+    assert_batch_absent(node, entries)
+
+
+def test_entry_nested_to_the_limit_is_kept(node: Service) -> None:
+    # the entry itself is one level: 1 + 253 = the documented limit of 254
+    kept = entry(0, tree=nested(253))
+    assert node.post_json([kept]).status == 200
+    assert {line["id"]: line for line in node.sink_lines()}[kept["id"]]["tree"] == kept["tree"]
+    refused = node.post_json([entry(1, tree=nested(254))])
+    assert refused.status == 400
+    assert "255 levels" in refused.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        pytest.param(2**64, "count", id="above-u64"),
+        pytest.param(-(2**63) - 1, "count", id="below-i64"),
+        pytest.param({"n": [1, 10**30]}, "count", id="nested"),
+    ],
+)
+def test_integer_beyond_64_bits_is_400_naming_the_field(node: Service, value: Any, field: str) -> None:
+    entries = [entry(0), entry(1, count=value)]
+    for ndjson in (False, True):
+        if ndjson:
+            body = b"\n".join(json.dumps(e).encode() for e in entries)
+            resp = node.request("POST", "/v1/logs", body, {"Content-Type": "application/x-ndjson"})
+        else:
+            resp = node.post_json(entries)
+        assert resp.status == 400, resp.body
+        body = resp.json()
+        assert (body["entry"], body["field"]) == (1, field)
+        assert "64 bits" in body["error"]
+    assert_batch_absent(node, entries)
+
+
+def test_integers_within_64_bits_and_long_digit_strings_are_kept_exactly(node: Service) -> None:
+    sent = entry(
+        0,
+        big=2**64 - 1,
+        small=-(2**63),
+        message="trace 123456789012345678901234567890",
+        ratio=12345678901234567890.5,
+    )
+    assert node.post_json([sent]).status == 200
+    line = {line["id"]: line for line in node.sink_lines()}[sent["id"]]
+    assert (line["big"], line["small"], line["message"]) == (2**64 - 1, -(2**63), sent["message"])
+    assert type(line["big"]) is int

@@ -111,3 +111,24 @@ def test_a_client_cannot_send_the_shadow_mark(node: Service) -> None:
     resp = node.post_json([entry(0, _shadow=True)])
     assert resp.status == 400
     assert resp.json()["field"] == "_shadow"
+
+
+def test_shadow_copy_of_a_too_deep_batch_is_refused_like_the_live_one_not_an_error(
+    start_service: Callable[..., Service], tmp_path: Path
+) -> None:
+    """An unauthenticated client must not be able to fail a deploy's validation: the live color and
+    the mirrored copy both answer 400 (a match for the mirror), and the node counts no shadow error."""
+    node = start_service(shadow_sink_dir=str(tmp_path / "shadow"))
+    tree: Any = 1
+    for _ in range(300):
+        tree = {"down": tree}
+    batch = [entry(0, tree=tree)]
+    live = post(node, batch, {"Content-Type": "application/json"})
+    mirrored = post(node, batch, SHADOW)
+    assert (live.status, live.headers["x-logplatform-accepted"]) == (400, "0")
+    assert (mirrored.status, mirrored.headers["x-logplatform-accepted"]) == (400, "0")
+    assert mirrored.json() == live.json()
+    samples = metric_samples(node)
+    assert samples[("logplatform_shadow_batches_total", (("result", "rejected"),))] == 1
+    assert samples[("logplatform_shadow_batches_total", (("result", "error"),))] == 0
+    assert shadow_lines(tmp_path / "shadow") == []

@@ -34,6 +34,7 @@ REJECT_REASONS = (
     "missing_field",
     "invalid_field",
     "reserved_key",
+    "too_deep",
 )
 OTHER_SERVICE = "_other"
 

@@ -12,6 +12,7 @@ batch here and applied by the caller once per label pair.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable
@@ -65,6 +66,25 @@ _RFC3339 = re.compile(
 )
 _ZERO_OFFSETS = frozenset({"Z", "z", "+00:00", "-00:00"})
 _FIRST_NON_WS = re.compile(rb"[^ \t\r\n]")
+
+# Most objects and arrays inside each other in one entry (the entry itself counts): what orjson can
+# write back (its recursion limit; test_entry_nested_to_the_limit_is_kept pins it). Deeper entries
+# parse (orjson reads up to 1024 levels) but are refused with 400 ("too_deep").
+MAX_NESTING = 254
+# Integers the sink keeps exactly: int64 and uint64, what orjson reads as int (beyond, it reads a
+# float, which would silently round the value). Any such literal has 19 digits or more, so a body
+# without a run of 19 digits skips the exact check: a translate and a substring search, both in C
+# (about 1% of a batch's processing; a regex scan cost 20%).
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+_DIGITS_ONLY = bytes(byte if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256)).translate(
+    bytes.maketrans(b"123456789", b"000000000")
+)
+_LONG_RUN = b"0" * 19
+
+
+def _has_long_digit_run(data: bytes) -> bool:
+    return _LONG_RUN in data.translate(_DIGITS_ONLY)
+
 
 _EPOCH = datetime(1970, 1, 1)  # naive UTC: arithmetic on it is cheaper than on aware datetimes
 # Epoch seconds must land in years 0001..9999, what the normalised form can represent.
@@ -133,13 +153,18 @@ def body_format(content_type: str) -> str:
     )
 
 
+def _sniff(body: bytes) -> str:
+    """ARRAY if the first non-blank byte is ``[``, else NDJSON."""
+    first = _FIRST_NON_WS.search(body)
+    if first is None:
+        raise BatchRejected(400, "empty_batch", "empty batch: the body has no entries")
+    return ARRAY if first.group() == b"[" else NDJSON
+
+
 def decode_body(body: bytes, fmt: str, max_entries: int) -> list[Any]:
     """Parse the body into a list of (not yet validated) entries."""
     if fmt == SNIFF:
-        first = _FIRST_NON_WS.search(body)
-        if first is None:
-            raise BatchRejected(400, "empty_batch", "empty batch: the body has no entries")
-        fmt = ARRAY if first.group() == b"[" else NDJSON
+        fmt = _sniff(body)
 
     if fmt == ARRAY:
         try:
@@ -175,7 +200,85 @@ def decode_body(body: bytes, fmt: str, max_entries: int) -> list[Any]:
 
     if not items:
         raise BatchRejected(400, "empty_batch", "empty batch: the body has no entries")
+    if _has_long_digit_run(body):
+        _refuse_wide_integers(body, fmt)
     return items
+
+
+def _refuse_wide_integers(body: bytes, fmt: str) -> None:
+    """Raise BatchRejected naming the first entry field holding an integer beyond 64 bits.
+
+    Slow path, only for bodies with a run of 19+ digits (which may well be inside strings or
+    floats): the stdlib parser keeps every integer exact. ``body`` has already parsed as ``fmt``.
+    """
+    if fmt == ARRAY:
+        documents = [body]
+    else:
+        documents = [line for line in body.split(b"\n") if line and not line.isspace()]
+    index = 0
+    for document in documents:
+        if not _has_long_digit_run(document):
+            index += 1
+            continue
+        try:
+            parsed = json.loads(document)
+        except RecursionError:  # deeper than MAX_NESTING anyway: refused as too_deep later
+            return
+        for item in parsed if fmt == ARRAY else [parsed]:
+            if type(item) is dict:
+                for name, value in item.items():
+                    wide = _wide_integer(value)
+                    if wide is not None:
+                        raise _invalid(
+                            index,
+                            name,
+                            f"{name} holds the integer {wide}, beyond 64 bits "
+                            f"({INT_MIN}..{INT_MAX}): send it as a string",
+                        )
+            index += 1
+
+
+def _wide_integer(value: Any) -> int | None:
+    """The first integer outside INT_MIN..INT_MAX in ``value`` (walked without recursion)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is int:
+            if not INT_MIN <= item <= INT_MAX:
+                return item
+        elif kind is dict:
+            stack.extend(reversed(item.values()))
+        elif kind is list:
+            stack.extend(reversed(item))
+    return None
+
+
+def _nesting(value: Any) -> int:
+    """How many objects and arrays are inside each other at the deepest point of ``value``."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if type(item) is dict else item if type(item) is list else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _too_deep(entry: dict[str, Any], index: int) -> BatchRejected:
+    """Error path of the sink encoder: name the field holding the deepest value."""
+    name = max(entry, key=lambda key: _nesting(entry[key]))
+    depth = 1 + _nesting(entry[name])
+    return BatchRejected(
+        400,
+        "too_deep",
+        f"entry {index}: nested {depth} levels deep (objects and arrays, the entry included), "
+        f"over the limit of {MAX_NESTING}",
+        index,
+        name,
+    )
 
 
 def format_ts(dt: datetime) -> str:
@@ -336,7 +439,10 @@ def process_entries(
         entry["_ingested_at"] = ingested_at
         if shadow:
             entry["_shadow"] = True
-        add_line(dumps(entry))
+        try:
+            add_line(dumps(entry))
+        except orjson.JSONEncodeError:  # only nesting beyond MAX_NESTING gets here (see above)
+            raise _too_deep(entry, index) from None
         counts[key] = counts.get(key, 0) + 1
 
     lines.append(b"")  # so the join ends with a newline
