@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -121,3 +122,57 @@ def test_unreachable_haproxy_fails_naming_the_socket(tmp_path):
     assert "watch on lb " in result["msg"]
     assert "missing.sock" in result["msg"]
     assert result["samples"] == []
+
+
+def test_rollback_to_puts_traffic_back_at_once_when_the_new_color_fails(tmp_path):
+    """green is live and starts failing: the watch itself moves traffic back to blue (files first)."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    state = {"live": "green", "previous": "blue", "versions": {"blue": "1.0.0", "green": "1.1.0"}}
+    (state_dir / "state.json").write_text(json.dumps(state))
+    (tmp_path / "lb").mkdir()
+    with running_nodes(blue=["1.0.0"], green=["1.1.0", "1.1.0"]) as nodes:
+        addresses = {color: [n.address for n in group] for color, group in nodes.items()}
+        with haproxy_fixture.running(tmp_path / "lb", live="green", nodes=addresses) as haproxy:
+            turned_bad = []
+
+            def turn_bad() -> None:
+                for node in nodes["green"]:
+                    node.status = 500
+                turned_bad.append(time.monotonic())
+
+            timer = threading.Timer(1.0, turn_bad)
+            with Traffic(haproxy) as traffic:
+                timer.start()
+                try:
+                    failed, result = run_module(
+                        "bluegreen_watch",
+                        {
+                            "socket": haproxy.socket,
+                            "map": haproxy.live_map,
+                            "state_dir": str(state_dir),
+                            "color": "green",
+                            "seconds": 20,
+                            "interval": 0.3,
+                            "rollback_to": "blue",
+                        },
+                    )
+                    returned = time.monotonic()
+                    answered_before = len(traffic.statuses)
+                    time.sleep(0.5)
+                finally:
+                    timer.cancel()
+            assert failed
+            assert "green error rate" in result["msg"]
+            assert "traffic put back on blue on this lb at once" in result["msg"]
+            assert result["rolled_back"]["to"] == "blue"
+            assert result["rolled_back"]["error"] is None
+            # within about one interval of the first error (the bound leaves room for a busy machine)
+            assert returned - turned_bad[0] < 3.0
+            assert haproxy.color_at(haproxy.live_port) == "blue"
+            assert (haproxy.dir / "live.map").read_text() == "live blue\n"
+            assert json.loads((state_dir / "state.json").read_text())["live"] == "blue"
+            # every request answered after the watch returned was served by blue
+            after = traffic.statuses[answered_before:]
+            assert after
+            assert set(after) == {200}
