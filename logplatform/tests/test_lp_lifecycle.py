@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import re
+import resource
 import signal
 import socket
 import time
@@ -272,3 +273,46 @@ def test_fault_lose_writes_acks_and_writes_nothing(start_service: Start) -> None
     resp = svc.post_json([entry(0), entry(1)])
     assert (resp.status, resp.json()) == (200, {"accepted": 2})
     assert svc.sink_lines() == []
+
+
+def wait_ready_status(svc: Service, status: int, timeout: float = 15.0) -> dict[str, Any]:
+    """Poll /health/ready (and nothing else: no batch is sent) until it answers ``status``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = svc.get("/health/ready")
+        if resp.status == status:
+            return resp.json()
+        assert time.monotonic() < deadline, f"/health/ready stayed {resp.status} {resp.body!r}"
+        time.sleep(0.1)
+
+
+def test_failing_sink_makes_the_node_unready_until_its_sink_writes_again(start_service: Start) -> None:
+    """A real OS error: the node's file size limit (RLIMIT_FSIZE, set from outside with prlimit) stops
+    the sink file from growing, so writes fail with EFBIG like on a full disk. While commits fail the
+    node says 503 on /health/ready (the lb stops sending it traffic); once the sink can write again it
+    turns ready by itself, with no batch sent meanwhile."""
+    svc = start_service()
+    first = [entry(0)]
+    assert svc.post_json(first).status == 200
+    (sink_file,) = svc.sink_dir.glob("*.ndjson")
+    unlimited = resource.RLIM_INFINITY
+    resource.prlimit(svc.proc.pid, resource.RLIMIT_FSIZE, (sink_file.stat().st_size, unlimited))
+    try:
+        lost = [entry(1), entry(2)]
+        resp = svc.post_json(lost)
+        assert resp.status == 500
+        assert "sink write failed" in resp.json()["error"]
+        ready = wait_ready_status(svc, 503, timeout=5)
+        assert ready["status"] == "sink-failing"
+        assert "File too large" in ready["reason"]
+        assert b"logplatform_ready 0.0" in svc.get("/metrics").body
+        time.sleep(3)  # several probes meanwhile: the sink still cannot grow, so still not ready
+        assert svc.get("/health/ready").status == 503
+    finally:
+        resource.prlimit(svc.proc.pid, resource.RLIMIT_FSIZE, (unlimited, unlimited))
+    assert wait_ready_status(svc, 200) == {"status": "ready"}
+    assert b"logplatform_ready 1.0" in svc.get("/metrics").body
+    last = [entry(3)]
+    assert svc.post_json(last).status == 200
+    assert svc.sink_ids() == [first[0]["id"], last[0]["id"]]  # whole lines, nothing of the failed batch
+    assert "sink: writes work again" in svc.log()

@@ -30,6 +30,7 @@ STARTING = "starting"
 READY = "ready"
 DRAINING = "draining"
 NOT_READY = "not-ready"
+SINK_FAILING = "sink-failing"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -59,7 +60,13 @@ class State:
         self.shadow_batches = {"ok": 0, "rejected": 0, "error": 0}
         self.shadow_entries_accepted = 0
         self.metrics = Metrics(version=self.version, color=config.color, node=config.node)
-        self.sink = Sink(config.sink_dir, config.node, fsync=config.fsync, on_commit=self.metrics.on_commit)
+        self.sink = Sink(
+            config.sink_dir,
+            config.node,
+            fsync=config.fsync,
+            on_commit=self.metrics.on_commit,
+            on_health=self._sink_health,
+        )
         self.shadow_sink = (
             Sink(
                 config.shadow_sink_dir,
@@ -88,7 +95,18 @@ class State:
 
     def _set_status(self, status: str) -> None:
         self.status = status
-        self.metrics.set_ready(status == READY)
+        self.metrics.set_ready(self.readiness()[0] == READY)
+
+    def _sink_health(self, failure: str | None) -> None:
+        self.metrics.set_ready(self.readiness()[0] == READY)
+
+    def readiness(self) -> tuple[str, str | None]:
+        """(status, reason) for /health/ready: ready only when started, not draining, and the
+        production sink's last commit succeeded. The shadow sink does not count: a failing one
+        fails shadow batches (shadow errors, which fail the deploy's validation), not live traffic."""
+        if self.status == READY and self.sink.failure is not None:
+            return SINK_FAILING, self.sink.failure
+        return self.status, None
 
     def mark_started(self) -> None:
         """Listening and the sink is open: ready (unless fault.never_ready, TEST-ONLY)."""
@@ -239,9 +257,10 @@ async def health_live(request: web.Request) -> web.Response:
 
 
 async def health_ready(request: web.Request) -> web.Response:
-    """GET /health/ready: 200 only when started and not draining (what the lb checks)."""
-    status = request.app[STATE].status
-    return _json({"status": status}, 200 if status == READY else 503)
+    """GET /health/ready: 200 only when started, not draining and the sink writes (what the lb checks)."""
+    status, reason = request.app[STATE].readiness()
+    body = {"status": status} if reason is None else {"status": status, "reason": reason}
+    return _json(body, 200 if status == READY else 503)
 
 
 async def version(request: web.Request) -> web.Response:

@@ -12,6 +12,14 @@ All-or-nothing: if the write or the fsync fails, the file is truncated back to t
 that commit and every batch of the commit fails with ``SinkError``; no partial line is left for
 later lines to be glued to. A partial last line found when a file is opened (a crash mid-write; it
 was never acknowledged) is cut off the same way, with a warning.
+
+Failing state: after a failed commit ``failure`` says why (the service answers 503 on
+/health/ready meanwhile, so the load balancer stops sending batches) until a commit succeeds. With
+no batches coming, the writer probes every ``probe_interval`` seconds: it appends a block of
+spaces to the file, fsyncs it and truncates it away again, which needs what a commit needs (space,
+a working write, sync and truncate). The first probe that succeeds ends the failing state. A probe
+never adds a line: its bytes hold no newline, so even a crash mid-probe leaves only a partial last
+line, cut off when the file is next opened.
 """
 
 from __future__ import annotations
@@ -27,14 +35,18 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-__all__ = ["CommitObserver", "Sink", "SinkError", "sink_file_name"]
+__all__ = ["CommitObserver", "HealthObserver", "Sink", "SinkError", "sink_file_name"]
 
 log = logging.getLogger("logplatform.sink")
 
 # Called on the event loop after each successful commit: (bytes, batches, entries, fsync seconds).
 CommitObserver = Callable[[int, int, int, float], None]
+# Called on the event loop when the sink starts failing (the reason) or works again (None).
+HealthObserver = Callable[[str | None], None]
 
 _TAIL_CHUNK = 64 * 1024
+# What a probe appends (and cuts off again): one page, so a full disk shows; no newline (see above).
+_PROBE = b" " * 4096
 
 
 class SinkError(Exception):
@@ -61,12 +73,18 @@ class Sink:
         fsync: bool = True,
         clock: Callable[[], datetime] = _utc_now,
         on_commit: CommitObserver | None = None,
+        on_health: HealthObserver | None = None,
+        probe_interval: float = 1.0,
     ) -> None:
         self.directory = Path(directory)
         self.node = node
         self.fsync = fsync
         self._clock = clock
         self._on_commit = on_commit
+        self._on_health = on_health
+        self.probe_interval = probe_interval
+        # Why the last commit (or probe) failed; None while commits succeed.
+        self.failure: str | None = None
         # One thread: commits are serialised by construction and never queue behind other
         # executor work (DNS lookups and the like use the loop's default executor).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logplatform-sink")
@@ -150,7 +168,13 @@ class Sink:
                 if self._closing:
                     return
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                if self.failure is None:
+                    await self._wakeup.wait()
+                    continue
+                try:  # failing: no traffic may come (the node is not ready), so probe meanwhile
+                    await asyncio.wait_for(self._wakeup.wait(), self.probe_interval)
+                except TimeoutError:
+                    await self._probe_once(loop)
                 continue
             group, self._pending = self._pending, []
             data = b"".join([item[0] for item in group])
@@ -163,7 +187,9 @@ class Sink:
                 for _, fut, _ in group:
                     if not fut.done():  # the handler may have been cancelled meanwhile
                         fut.set_exception(error)
+                self._set_failure(str(error))
                 continue
+            self._set_failure(None, "a commit succeeded")
             entries = sum(item[2] for item in group)
             self.commits += 1
             self.batches_written += len(group)
@@ -178,7 +204,46 @@ class Sink:
                 except Exception:  # metrics must never stop the writer
                     log.exception("sink on_commit callback failed")
 
+    async def _probe_once(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            await loop.run_in_executor(self._executor, self._probe)
+        except Exception as exc:
+            self._set_failure(f"sink write failed: {exc}")
+        else:
+            self._set_failure(None, "a probe write succeeded")
+
+    def _set_failure(self, failure: str | None, how: str = "") -> None:
+        """Enter, update or leave the failing state (logged and reported on changes only)."""
+        if failure == self.failure:
+            return
+        if failure is None:
+            log.warning("sink: writes work again (%s): %s", how, self.directory)
+        elif self.failure is None:
+            log.error(
+                "sink: commits fail, probing every %gs until one succeeds: %s", self.probe_interval, failure
+            )
+        self.failure = failure
+        if self._on_health is not None:
+            try:
+                self._on_health(failure)
+            except Exception:  # an observer must never stop the writer
+                log.exception("sink on_health callback failed")
+
     # -- file operations (writer thread) --------------------------------------------------------
+
+    def _probe(self) -> None:
+        """Append _PROBE, sync, cut it off again: the steps of a commit, leaving no line behind."""
+        self._roll_if_new_day()
+        fd = self._fd
+        assert fd is not None
+        if self._dirty:
+            self._rollback()  # raises if the file still cannot be repaired
+        self._dirty = True  # until the probe's bytes are cut off
+        try:
+            self._write_all(fd, _PROBE)
+            self._sync(fd)
+        finally:
+            self._rollback()
 
     def _commit(self, data: bytes) -> float:
         """Append ``data`` durably; on any failure leave the file as it was. Returns fsync seconds."""
