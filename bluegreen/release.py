@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -22,16 +21,13 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from ansible.module_utils.bluegreen_version import VERSION_RULE, is_version, version_key
+
 log = logging.getLogger("bluegreen.release")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STORE = REPO_ROOT / ".lab" / "releases"
 SOURCE_DIR = REPO_ROOT / "logplatform"
-# x.y.z with an optional PEP 440 pre-release (1.2.0rc1). Anything else (paths, shell text) is refused
-# before it can become part of a file name or a command.
-VERSION_PATTERN = re.compile(
-    r"^(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})((a|b|rc)(0|[1-9]\d{0,3}))?$"
-)
 
 
 class ReleaseError(Exception):
@@ -39,11 +35,11 @@ class ReleaseError(Exception):
 
 
 def check_version(version: str) -> str:
-    if not VERSION_PATTERN.match(version or ""):
-        raise ReleaseError(
-            f"invalid release version {version!r}: "
-            "expected x.y.z (digits, optional a/b/rcN suffix), e.g. 1.2.0"
-        )
+    """The version itself when it is a release version (the one rule, module_utils/bluegreen_version.py):
+    anything else (paths, shell text, a trailing newline) is refused before it can become part of a file
+    name, a wheel's metadata or a command."""
+    if not is_version(version):
+        raise ReleaseError(f"invalid release version {version!r}: expected {VERSION_RULE}")
     return version
 
 
@@ -55,15 +51,8 @@ def list_releases(store: Path = DEFAULT_STORE) -> list[str]:
     """Versions present in the store (those with a manifest), oldest first."""
     if not store.is_dir():
         return []
-    found = [p.parent.name for p in store.glob("*/manifest.json") if VERSION_PATTERN.match(p.parent.name)]
-    return sorted(found, key=_version_key)
-
-
-def _version_key(version: str) -> tuple:
-    major, minor, patch, _, pre_kind, pre_num = VERSION_PATTERN.match(version).groups()
-    # a final release sorts after its pre-releases
-    pre = (pre_kind or "z", int(pre_num or 0))
-    return int(major), int(minor), int(patch), pre
+    found = [p.parent.name for p in store.glob("*/manifest.json") if is_version(p.parent.name)]
+    return sorted(found, key=version_key)
 
 
 def _sha256(path: Path) -> str:

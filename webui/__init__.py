@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import bluegreen  # noqa: F401  (first: puts plugins/module_utils on ansible.module_utils' path)
+
 if TYPE_CHECKING:
     from flask import Flask
 

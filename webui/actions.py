@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bluegreen.release import VERSION_PATTERN, list_releases
+from ansible.module_utils.bluegreen_version import VersionError, check_version
+
+from bluegreen.release import list_releases
 
 # form fields every POST may carry besides the action's own
 FORM_META = {"action", "csrf_token"}
@@ -197,7 +199,8 @@ class Catalog:
         params: dict[str, str] = {}
         extravars: dict[str, Any] = {}
         for f in action.fields:
-            value = (form.get(f.name) or "").strip()
+            # as sent, never trimmed: a value is exactly one of the allowed ones or it is refused
+            value = form.get(f.name) or ""
             if f.kind == "release":
                 self._check_release(value)
             elif value not in f.choices:
@@ -212,8 +215,10 @@ class Catalog:
     def _check_release(self, version: str) -> None:
         if not version:
             raise ActionRefused("choose a version to deploy")
-        if not VERSION_PATTERN.match(version):
-            raise ActionRefused(f"version {version[:40]!r} is not a release version (x.y.z, e.g. 1.2.0)")
+        try:
+            check_version(version, "version")
+        except VersionError as exc:
+            raise ActionRefused(str(exc)) from None
         releases = self.releases()
         if version not in releases:
             raise ActionRefused(

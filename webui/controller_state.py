@@ -1,9 +1,9 @@
 """Read-only view of the controller's state dir: state.json, history.jsonl and deploy.lock.
 
 The parsing, the lock's staleness rules and the holder's description are the controller's own code
-(plugins/module_utils/bluegreen_state.py), imported the way Ansible imports it, so the dashboard
-and `ansible-playbook` always agree on who holds the lock and whether it is stale. Nothing here
-writes: the playbooks own these files.
+(plugins/module_utils/bluegreen_state.py), imported the way Ansible imports it (bluegreen/__init__.py),
+so the dashboard and `ansible-playbook` always agree on who holds the lock and whether it is stale.
+Nothing here writes: the playbooks own these files.
 """
 
 from __future__ import annotations
@@ -11,15 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import ansible.module_utils
-
-from webui.config import REPO_ROOT
-
-_MODULE_UTILS = str(REPO_ROOT / "plugins" / "module_utils")
-if _MODULE_UTILS not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(_MODULE_UTILS)
-
-from ansible.module_utils.bluegreen_state import (  # noqa: E402
+from ansible.module_utils.bluegreen_state import (
     COLORS,
     StateDir,
     StateError,

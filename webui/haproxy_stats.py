@@ -15,8 +15,6 @@ from urllib.parse import urlsplit
 from ansible.module_utils.bluegreen_stats import interval_rates, summarize
 from prometheus_client.parser import text_string_to_metric_families
 
-import webui.controller_state  # noqa: F401  (puts plugins/module_utils on ansible.module_utils' path)
-
 __all__ = ["fetch_rows", "interval_rates", "node_entries", "servers", "summarize"]
 
 ENTRIES_METRIC = "logplatform_entries_accepted"

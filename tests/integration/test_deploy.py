@@ -283,11 +283,14 @@ def test_check_mode_changes_nothing_and_shows_the_diff(releases):
         ("1.0;rm -rf /", "is not a release version"),
         ("../x", "is not a release version"),
         ("9.9.9", "unknown release 9.9.9"),
+        # `$` matches before a final newline; the full match refuses it before the store is read
+        ("9.9.9\n", 'bluegreen_version "9.9.9\\n" is not a release version'),
     ],
 )
 def test_bad_version_is_refused_before_anything_changes(lab, version, message):
     before = ((STATE_DIR / "state.json").read_text(), len(history()))
-    run = deploy(version)
+    # as JSON, so the value reaches the play exactly as written, newline included
+    run = run_playbook("deploy.yml", "-e", json.dumps({"bluegreen_version": version}), *FAST)
     assert run.returncode != 0
     assert message in run.output
     assert "failed in stage preflight" in run.output

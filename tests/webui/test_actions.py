@@ -38,6 +38,9 @@ VERSION_CASES = [
     ({"version": "2.0.0"}, "version 2.0.0 is not in the release store"),  # a directory without manifest
     ({"version": "1.0.0; rm -rf /"}, "is not a release version"),
     ({"version": "../../etc"}, "is not a release version"),
+    # `$` matches before a final newline: a full match refuses these, a store lookup must not be the guard
+    ({"version": "1.1.0\n"}, "is not a release version"),
+    ({"version": "9.9.9\n"}, "is not a release version"),
     ({"version": ""}, "choose a version"),
     ({}, "choose a version"),
 ]
