@@ -168,6 +168,52 @@ def test_login_redirects_only_to_local_paths(app):
     assert response.headers["Location"] == "/history"
 
 
+# `next` values that are not plain local paths: after a good login they all land on the overview
+NOT_LOCAL = [
+    "https://evil.example/",
+    "//evil.example/",
+    "/\\evil.example",  # browsers read a backslash as a slash: //evil.example
+    "/\\/evil.example",
+    "\\\\evil.example",
+    "/history\r\nSet-Cookie: stolen=1",  # CR/LF: a 500 from the Location header, or a split header
+    "/history\n",
+    "/\r",
+    "\t//evil.example",
+    " /history",
+    "/history foo",
+    "javascript:alert(1)",
+    "/%",  # not an escape: a stray %
+    "/" + "a" * 2100,  # longer than any page we have
+    "history",
+    "",
+]
+
+
+def test_login_next_is_only_ever_a_local_path(app):
+    """A real login with each `next`: a redirect (never a 500) to the overview; a local path is kept."""
+    for target in NOT_LOCAL:
+        client = app.test_client()
+        client.get("/login")
+        response = client.post(
+            "/login",
+            query_string={"next": target},
+            data={"username": "olivia", "password": PASSWORD, "csrf_token": csrf(client)},
+        )
+        assert response.status_code == 302, (target, response.get_data(as_text=True)[:300])
+        assert response.headers["Location"] == "/", target
+        assert client.get("/api/me").status_code == 200, target  # logged in all the same
+    for target in ["/history", "/runs/20260101T120000Z-deploy-abcdef", "/?a=1&b=x%20y", "/runs/a-b_c.d~e"]:
+        client = app.test_client()
+        client.get("/login")
+        response = client.post(
+            "/login",
+            query_string={"next": target},
+            data={"username": "olivia", "password": PASSWORD, "csrf_token": csrf(client)},
+        )
+        assert response.status_code == 302, target
+        assert response.headers["Location"] == target
+
+
 def test_viewer_gets_403_on_every_action(viewer, app):
     for action in ACTIONS:
         form = {"action": action.name}
