@@ -64,13 +64,26 @@ def _safe_next(target: str | None) -> str:
     return url_for("overview.index")
 
 
+def session_generation(name: str) -> str | None:
+    """What a session of this user must carry to be valid: the user's session generation in the
+    database (moved on by logout) and a stamp of their password hash (changed with the password).
+    None when the user does not exist."""
+    bluegreen = current_app.extensions["bluegreen"]
+    stamp = bluegreen.users.password_stamp(name)
+    if stamp is None:
+        return None
+    return f"{bluegreen.db.session_generation(name)}.{stamp}"
+
+
 @bp.before_app_request
 def load_user() -> Any:
     g.user = None
     name = session.get("user")
     if name:
         g.user = current_app.extensions["bluegreen"].users.get(name)
-        if g.user is None:  # removed from the users file, or role no longer valid
+        # removed from the users file, role no longer valid, logged out or password changed since
+        if g.user is None or session.get("generation") != session_generation(name):
+            g.user = None
             session.clear()
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
@@ -154,6 +167,7 @@ def login() -> Any:
         bluegreen.logins.succeeded(name, address)
         session.clear()  # a new session (and CSRF token) on every login
         session["user"] = user["name"]
+        session["generation"] = session_generation(user["name"])
         session.permanent = True
         csrf_token()
         current_app.logger.info("login: %s (%s) from %s", user["name"], user["role"], address)
@@ -164,5 +178,7 @@ def login() -> Any:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
+    """Ends every session of the user (cookies are client-side: a kept copy must stop working too)."""
+    current_app.extensions["bluegreen"].db.end_sessions(g.user["name"])
     session.clear()
     return redirect(url_for("auth.login"))

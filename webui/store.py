@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS events (
     raw     TEXT,                        -- the runner's event as it came (bounded)
     PRIMARY KEY (run_id, seq)
 );
+CREATE TABLE IF NOT EXISTS session_generations (
+    user       TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL        -- a session cookie names the generation it was issued in
+);
 CREATE TABLE IF NOT EXISTS refusals (
     at      REAL NOT NULL,
     user    TEXT,
@@ -167,6 +171,22 @@ class Database:
             }
             for r in rows
         ]
+
+    # --- session generations ------------------------------------------------------------------
+    def session_generation(self, user: str) -> int:
+        """The user's current session generation (0 until the first logout)."""
+        with self.connect() as db:
+            row = db.execute("SELECT generation FROM session_generations WHERE user = ?", (user,)).fetchone()
+        return row[0] if row else 0
+
+    def end_sessions(self, user: str) -> None:
+        """Move the user to a new session generation: every cookie issued before is refused from now on."""
+        with self.connect() as db:
+            db.execute(
+                "INSERT INTO session_generations (user, generation) VALUES (?, 1)"
+                " ON CONFLICT(user) DO UPDATE SET generation = generation + 1",
+                (user,),
+            )
 
     # --- refused attempts ---------------------------------------------------------------------
     def record_refusal(self, user: str | None, action: str | None, status: int, reason: str) -> None:

@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import functools
 import getpass
+import hashlib
 import json
 import os
 import re
@@ -95,6 +96,15 @@ class UserStore:
             return None
         return {"name": name, "role": record["role"]}
 
+    def password_stamp(self, name: str) -> str | None:
+        """A short digest of the user's password hash (None: no such user). A password change (or any
+        `add --replace`: the hash has a new salt) changes it, which ends the user's sessions."""
+        record = self._load().get(name)
+        stored = record.get("password_hash") if isinstance(record, dict) else None
+        if not isinstance(stored, str):
+            return None
+        return hashlib.sha256(stored.encode()).hexdigest()[:16]
+
     def authenticate(self, name: str, password: str) -> dict | None:
         record = self._load().get(name) if NAME_PATTERN.match(name or "") else None
         stored = record.get("password_hash") if isinstance(record, dict) else None
@@ -116,9 +126,13 @@ class UserStore:
         users = dict(self._load())
         if name in users and not replace:
             raise UserError(f"user {name} exists (use --replace to change the role or password)")
+        old = users.get(name) if isinstance(users.get(name), dict) else {}
+        old_hash = old.get("password_hash")
+        # the same password keeps its hash, so a role change alone does not end the user's sessions
+        same = isinstance(old_hash, str) and check_password_hash(old_hash, password)
         users[name] = {
             "role": role,
-            "password_hash": generate_password_hash(password),
+            "password_hash": old_hash if same else generate_password_hash(password),
             "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         atomic_write_json(self.path, {"users": users})

@@ -278,6 +278,52 @@ def test_logout_needs_csrf_and_ends_the_session(operator):
     assert operator.get("/").status_code == 302
 
 
+def session_cookie(client) -> str:
+    return client.get_cookie("bluegreen_session").value
+
+
+def with_cookie(app, value: str):
+    """A new client that sends a session cookie saved earlier (a copy of a stolen or kept cookie)."""
+    client = app.test_client()
+    client.set_cookie("bluegreen_session", value)
+    return client
+
+
+def test_an_old_session_cookie_is_refused_after_logout(operator, app):
+    kept = session_cookie(operator)
+    assert with_cookie(app, kept).get("/api/me").status_code == 200
+    elsewhere = app.test_client()  # the same user in another browser
+    assert login(elsewhere, "olivia").status_code == 302
+    assert operator.post("/logout", data={"csrf_token": csrf(operator)}).status_code == 302
+
+    replay = with_cookie(app, kept)
+    assert replay.get("/api/me").status_code == 401
+    assert replay.get("/").headers["Location"].startswith("/login")
+    # the kept cookie still carries its CSRF token: the action is refused for the session, not the token
+    response = post_action(replay, action="rollback")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
+    assert_nothing_started(app)
+    # logging out ends every session of that user; a new login works
+    assert elsewhere.get("/api/me").status_code == 401
+    again = app.test_client()
+    assert login(again, "olivia").status_code == 302
+    assert again.get("/api/me").status_code == 200
+    assert with_cookie(app, kept).get("/api/me").status_code == 401
+
+
+def test_an_old_session_cookie_is_refused_after_a_password_change(operator, viewer, app):
+    kept = session_cookie(operator)
+    UserStore(app.config["USERS_FILE"]).add("olivia", "operator", PASSWORD + "-new", replace=True)
+    assert with_cookie(app, kept).get("/api/me").status_code == 401
+    assert operator.get("/api/me").status_code == 401
+    assert login(app.test_client(), "olivia").status_code == 303  # the old password
+    fresh = app.test_client()
+    assert login(fresh, "olivia", PASSWORD + "-new").status_code == 302
+    assert fresh.get("/api/me").get_json()["user"] == "olivia"
+    assert viewer.get("/api/me").status_code == 200  # other users keep their sessions
+
+
 def test_session_cookie_is_httponly_and_samesite_strict(app, config):
     client = app.test_client()
     client.get("/login")
