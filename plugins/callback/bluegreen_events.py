@@ -16,7 +16,8 @@ description:
     (a dict, or a list of them) with a C(type) of C(run_start), C(stage_start), C(checks), C(failure)
     or C(run_end). This callback adds C(seq) and C(time), expands C(checks) into one C(check) event per
     record, emits each event once (the same event returned by every lb host counts once), and closes
-    each stage with a C(stage_end) event carrying its result and duration.
+    each stage with a C(stage_end) event carrying its result and duration. A C(run_start) that names
+    a C(stage) starts that stage too.
   - It adds C(playbook_start), C(task_failed) (a task failure nobody ignored, rescued or not, for
     people to read; the run's failure is the C(failure) event) and C(playbook_end) (the hosts' stats).
 options:
@@ -125,6 +126,11 @@ class EventLog:
         if kind == "run_end":
             self._close_stage()
         self._send(event)
+        if kind == "run_start" and event.get("stage"):
+            # a run begins in its first stage: that stage starts with it (once, whoever says it first)
+            self._module_event(
+                {"type": "stage_start", "run_id": event.get("run_id"), "stage": event["stage"]}
+            )
         if kind == "stage_start":
             run_id, stage = event.get("run_id"), event.get("stage")
             self._stage = {"run_id": run_id, "stage": stage, "started": self._clock()}

@@ -37,7 +37,7 @@ def test_stages_close_with_their_result_and_duration_and_each_event_counts_once(
     clock, out = Clock(), []
     log = events_callback.EventLog(out.append, clock=clock)
     log.playbook_start("deploy.yml")
-    start = {"type": "run_start", "run_id": "r1", "action": "deploy", "time": 5}
+    start = {"type": "run_start", "run_id": "r1", "action": "deploy", "stage": "preflight", "time": 5}
     for _lb in ("lb-1", "lb-2"):  # every lb host returns the same event
         log.module_events({"bluegreen_event": start})
     log.module_events({"bluegreen_event": {"type": "stage_start", "run_id": "r1", "stage": "preflight"}})
@@ -59,7 +59,7 @@ def test_stages_close_with_their_result_and_duration_and_each_event_counts_once(
     kinds = [(e["type"], e.get("stage"), e.get("result")) for e in out]
     assert kinds == [
         ("playbook_start", None, None),
-        ("run_start", None, None),
+        ("run_start", "preflight", None),
         ("stage_start", "preflight", None),
         ("stage_end", "preflight", "ok"),
         ("stage_start", "validate", None),
