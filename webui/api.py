@@ -62,6 +62,19 @@ def history() -> Any:
     return jsonify(history=ext().runs.controller.history(last=200))
 
 
+# what a viewer sees of a refused login: no name (whatever was typed in the user box: perhaps a password)
+LOGIN_REFUSED = {401: "wrong user name or password", 429: "too many failed logins"}
+
+
 @bp.route("/refusals")
 def refusals() -> Any:
-    return jsonify(refusals=ext().db.refusals())
+    """Refused attempts, newest first. Only operators see the user names typed at the login form."""
+    rows = ext().db.refusals()
+    if g.user["role"] != "operator":
+        rows = [
+            {**row, "user": None, "reason": LOGIN_REFUSED.get(row["status"], "login refused")}
+            if row["action"] == "login"
+            else row
+            for row in rows
+        ]
+    return jsonify(refusals=rows)

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from webui import api, auth, overview, runs
 from webui import config as webui_config
 from webui.actions import Catalog
+from webui.files import FILE_MODE, private_dir
 from webui.jobs import RunManager
 from webui.monitor import Monitor
 from webui.store import Database
@@ -43,10 +44,10 @@ def _secret_key(config: dict) -> str:
     if config["SECRET_KEY"]:
         return config["SECRET_KEY"]
     path = Path(config["DATA_DIR"]) / "secret_key"
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:
+        path.chmod(FILE_MODE)
         return path.read_text().strip()
     with os.fdopen(fd, "w") as fh:
         fh.write(secrets.token_hex(32) + "\n")
@@ -58,8 +59,8 @@ def _secret_key(config: dict) -> str:
 def build(config: Mapping[str, Any] | None = None) -> Flask:
     """The dashboard app. `config`: keys of webui.config.DEFAULTS (the environment is read only when None)."""
     settings = webui_config.load() if config is None else webui_config.resolve(config)
-    # run logs, users and the secret key: not for other local users
-    Path(settings["DATA_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
+    # run logs, users and the secret key: not for other local users (made private if it was not)
+    private_dir(Path(settings["DATA_DIR"]))
 
     app = Flask(__name__)
     app.config.update(settings)
@@ -73,7 +74,7 @@ def build(config: Mapping[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=64 * 1024,
     )
 
-    db = Database(Path(settings["DATA_DIR"]) / "webui.sqlite3")
+    db = Database(Path(settings["DATA_DIR"]) / "webui.sqlite3", refusals_keep=settings["REFUSALS_KEEP"])
     app.extensions["bluegreen"] = Bluegreen(
         config=settings,
         db=db,

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from webui.files import private_dir, private_file
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id           TEXT PRIMARY KEY,
@@ -59,9 +61,14 @@ RAW_LIMIT = 64 * 1024
 
 
 class Database:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, refusals_keep: int = 1000) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.refusals_keep = refusals_keep
+        private_dir(self.path.parent)
+        # 0600 before SQLite opens it: its -wal and -shm files take the database file's mode
+        for name in (self.path, *(self.path.with_name(self.path.name + x) for x in ("-wal", "-shm"))):
+            if name == self.path or name.exists():
+                private_file(name)
         with self.connect() as db:
             db.executescript(SCHEMA)
 
@@ -190,11 +197,13 @@ class Database:
 
     # --- refused attempts ---------------------------------------------------------------------
     def record_refusal(self, user: str | None, action: str | None, status: int, reason: str) -> None:
+        """Record a refused attempt; only the newest `refusals_keep` are kept (anyone can cause one)."""
         with self.connect() as db:
-            db.execute(
+            cursor = db.execute(
                 "INSERT INTO refusals (at, user, action, status, reason) VALUES (?, ?, ?, ?, ?)",
                 (time.time(), user, (action or "")[:40], status, reason[:500]),
             )
+            db.execute("DELETE FROM refusals WHERE rowid <= ?", (cursor.lastrowid - self.refusals_keep,))
 
     def refusals(self, limit: int = 50) -> list[dict]:
         with self.connect() as db:

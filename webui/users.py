@@ -4,7 +4,7 @@
     python -m webui.users list
     python -m webui.users remove NAME
 
-File format (written atomically, mode 0600):
+File format (written atomically, mode 0600; a missing folder is created 0700):
     {"users": {"alice": {"role": "operator", "password_hash": "scrypt:...", "created_at": "..."}}}
 """
 
@@ -20,13 +20,13 @@ import os
 import re
 import secrets
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webui import config as webui_config
+from webui.files import atomic_write_json
 
 ROLES = ("viewer", "operator")
 NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
@@ -42,28 +42,6 @@ def _dummy_hash() -> str:
 
 class UserError(Exception):
     """The users file or a user cannot be used as asked; the message says why."""
-
-
-def atomic_write_json(path: Path, data: dict, mode: int = 0o600) -> None:
-    """Replace path with data: temp file beside it, fsync, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).chmod(mode)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class UserStore:
