@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Flask, jsonify, render_template
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webui import api, auth, overview, runs
 from webui import config as webui_config
@@ -63,6 +64,10 @@ def build(config: Mapping[str, Any] | None = None) -> Flask:
     private_dir(Path(settings["DATA_DIR"]))
 
     app = Flask(__name__)
+    if settings["TRUSTED_PROXIES"]:
+        # behind N proxies that each append to X-Forwarded-For: the client is the Nth from the right
+        n = settings["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     app.config.update(settings)
     app.config.update(
         SECRET_KEY=_secret_key(settings),

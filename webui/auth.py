@@ -149,7 +149,7 @@ def login() -> Any:
         bluegreen = current_app.extensions["bluegreen"]
         name = request.form.get("username", "").strip()[:64]
         address = request.remote_addr
-        wait = bluegreen.logins.retry_after(name, address)
+        wait, attempt = bluegreen.logins.begin(name, address)  # counted as a failure until it succeeds
         if wait > 0:
             message = (
                 f"too many failed logins for {name or 'this user'} from {address}: "
@@ -160,11 +160,10 @@ def login() -> Any:
             return _login_refused(message, 429, wait)
         user = bluegreen.users.authenticate(name, request.form.get("password", ""))
         if user is None:
-            bluegreen.logins.failed(name, address)
             bluegreen.db.record_refusal(name or None, "login", 401, "wrong user name or password")
             current_app.logger.info("failed login for %r from %s", name, address)
             return _login_refused("wrong user name or password", 401)
-        bluegreen.logins.succeeded(name, address)
+        bluegreen.logins.succeeded(name, address, attempt)
         session.clear()  # a new session (and CSRF token) on every login
         session["user"] = user["name"]
         session["generation"] = session_generation(user["name"])

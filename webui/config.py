@@ -43,6 +43,11 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     ),
     "LOGIN_WINDOW_SECONDS": (300, "the window those failures are counted in, and how long a refusal lasts"),
     "REFUSALS_KEEP": (1000, "refused attempts kept in the database, the newest (anyone may cause one)"),
+    "TRUSTED_PROXIES": (
+        0,
+        "reverse proxies in front of the dashboard whose X-Forwarded-For/-Proto are trusted (ProxyFix): "
+        "the login limit and the runs see the client address they forward; 0: none, the peer address",
+    ),
     "HAPROXY_STATS_URL": ("http://127.0.0.1:8404/stats;csv", "HAProxy's CSV stats page"),
     "NODE_METRICS": (True, "read each node's /metrics (address from HAProxy) for sink entries/s"),
     "POLL_INTERVAL": (1.0, "seconds between two overview samples"),
@@ -138,6 +143,8 @@ def resolve(values: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("POLL_INTERVAL and CHART_SECONDS must be positive")
     if config["LOGIN_MAX_FAILURES"] < 0 or config["LOGIN_WINDOW_SECONDS"] <= 0:
         raise ConfigError("LOGIN_MAX_FAILURES must be 0 or more and LOGIN_WINDOW_SECONDS positive")
+    if not 0 <= config["TRUSTED_PROXIES"] <= 10:
+        raise ConfigError(f"TRUSTED_PROXIES: {config['TRUSTED_PROXIES']} is not between 0 and 10")
     if config["REFUSALS_KEEP"] < 1:
         raise ConfigError(f"REFUSALS_KEEP: {config['REFUSALS_KEEP']} is not 1 or more")
     if not 0 <= config["WATCH_SECONDS"] <= 86400:

@@ -42,23 +42,22 @@ class LoginThrottle:
             del self._failures[key]
         return times
 
-    def retry_after(self, user: str, address: str | None) -> float:
-        """Seconds until this user may try again from this address (0: now)."""
+    def begin(self, user: str, address: str | None) -> tuple[float, float | None]:
+        """Check and record in one step, so parallel guesses cannot all pass the check before any is
+        counted. (wait, None): refused, try again in `wait` seconds, nothing recorded. (0, stamp): this
+        attempt may check the password and counts as a failure until `succeeded(user, address, stamp)`."""
         if self.max_failures <= 0:
-            return 0.0
+            return 0.0, None
         now = self.clock()
-        wait = 0.0
         with self._lock:
+            wait = 0.0
             for key, factor in self._keys(user, address):
                 times = self._recent(key, now)
                 limit = self.max_failures * factor
                 if len(times) >= limit:
                     wait = max(wait, times[-limit] + self.window - now)
-        return wait
-
-    def failed(self, user: str, address: str | None) -> None:
-        now = self.clock()
-        with self._lock:
+            if wait > 0:
+                return wait, None
             for key, _ in self._keys(user, address):
                 times = self._recent(key, now)
                 times.append(now)
@@ -66,11 +65,19 @@ class LoginThrottle:
                 self._failures.move_to_end(key)
             while len(self._failures) > MAX_KEYS:
                 self._failures.popitem(last=False)
+        return 0.0, now
 
-    def succeeded(self, user: str, address: str | None) -> None:
-        """A good password clears that user's failures from that address (not the address's count)."""
+    def succeeded(self, user: str, address: str | None, stamp: float | None) -> None:
+        """A good password clears that user's failures from that address, and takes this attempt back
+        from the address's count (its other failures stay)."""
+        if stamp is None:
+            return
         with self._lock:
-            self._failures.pop(self._keys(user, address)[0][0], None)
+            (user_key, _), (address_key, _) = self._keys(user, address)
+            self._failures.pop(user_key, None)
+            times = self._failures.get(address_key)
+            if times is not None and stamp in times:
+                times.remove(stamp)
 
 
 def describe_wait(seconds: float) -> str:

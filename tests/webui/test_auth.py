@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import threading
 from pathlib import Path
 
 from tests.webui.conftest import PASSWORD, csrf, login, post_action, refusal
@@ -141,6 +143,76 @@ def test_one_address_guessing_many_users_is_limited_too(app):
         assert login(client, f"user{n}", "guess " * 3).status_code == 303
     assert login(client, "victor").status_code == 303
     assert "too many failed logins for victor" in client.get("/login").get_data(as_text=True)
+
+
+def test_parallel_bad_logins_get_no_more_password_checks_than_the_limit(app):
+    """Check and record are one step: guesses fired at once cannot all pass the check before any of
+    them is recorded. Of 16 parallel bad logins, at most LOGIN_MAX_FAILURES (5) reach the password."""
+    clients = []
+    for _ in range(16):
+        client = app.test_client()
+        client.get("/login")
+        clients.append((client, csrf(client)))
+    barrier = threading.Barrier(len(clients))
+    statuses: list[int] = []
+
+    def guess(client, token: str) -> None:
+        barrier.wait()
+        response = client.post(
+            "/login",
+            data={"username": "olivia", "password": "guess " * 3, "csrf_token": token},
+            headers={"Accept": "application/json"},
+        )
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=guess, args=pair) for pair in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(statuses) == 16
+    assert set(statuses) <= {401, 429}, statuses
+    assert statuses.count(401) <= 5, statuses
+    # and the limit is reached: the right password is refused now
+    assert login(app.test_client(), "olivia").status_code == 303
+
+
+def forwarded_login(app, name: str, client_address: str, password: str = "guess guess guess"):
+    """A login through a proxy on 127.0.0.1 that says it forwards client_address."""
+    client = app.test_client()
+    client.get("/login")
+    return client.post(
+        "/login",
+        data={"username": name, "password": password, "csrf_token": csrf(client)},
+        headers={"X-Forwarded-For": client_address, "Accept": "application/json"},
+    )
+
+
+def test_behind_a_trusted_proxy_each_client_address_is_limited_apart(config, users_file):
+    """TRUSTED_PROXIES=1: the address the proxy forwards is the client's; one client guessing does not
+    lock out everyone else behind the same proxy."""
+    app = create_app({**config, "TRUSTED_PROXIES": 1})
+    shutil.copy(users_file, app.config["USERS_FILE"])
+    try:
+        for n in range(20):  # 4 x LOGIN_MAX_FAILURES, from one client, many user names
+            assert forwarded_login(app, f"user{n}", "203.0.113.7").status_code == 401
+        refused = forwarded_login(app, "victor", "203.0.113.7", PASSWORD)
+        assert refused.status_code == 429
+        assert "from 203.0.113.7" in refused.get_json()["error"]
+        # another client behind the same proxy logs in; the run it starts records its address
+        assert forwarded_login(app, "olivia", "203.0.113.8", PASSWORD).status_code == 302
+        assert forwarded_login(app, "victor", "198.51.100.1", PASSWORD).status_code == 302
+    finally:
+        app.extensions["bluegreen"].monitor.stop()
+
+
+def test_without_trusted_proxies_x_forwarded_for_is_ignored(app):
+    """The default (0): a client cannot escape the limit by sending X-Forwarded-For itself."""
+    for n in range(20):
+        assert forwarded_login(app, f"user{n}", f"198.51.100.{n}").status_code == 401
+    refused = forwarded_login(app, "victor", "198.51.100.99", PASSWORD)
+    assert refused.status_code == 429
+    assert "from 127.0.0.1" in refused.get_json()["error"]
 
 
 def test_login_needs_csrf(app):
