@@ -21,6 +21,7 @@ from webui.actions import Catalog
 from webui.files import FILE_MODE, private_dir
 from webui.jobs import RunManager
 from webui.monitor import Monitor
+from webui.sse import StreamSlots
 from webui.store import Database
 from webui.throttle import LoginThrottle
 from webui.users import UserStore
@@ -39,6 +40,7 @@ class Bluegreen:
     runs: RunManager
     monitor: Monitor
     logins: LoginThrottle
+    streams: StreamSlots
 
 
 def _secret_key(config: dict) -> str:
@@ -88,6 +90,9 @@ def build(config: Mapping[str, Any] | None = None) -> Flask:
         runs=RunManager(settings, db),
         monitor=Monitor(settings),
         logins=LoginThrottle(settings["LOGIN_MAX_FAILURES"], settings["LOGIN_WINDOW_SECONDS"]),
+        streams=StreamSlots(
+            settings["THREADS"] - settings["STREAM_RESERVED_THREADS"], settings["STREAMS_PER_USER"]
+        ),
     )
 
     app.register_blueprint(auth.bp)

@@ -21,6 +21,11 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "HOST": ("127.0.0.1", "address to listen on (loopback unless you mean otherwise)"),
     "PORT": (8090, "port to listen on"),
     "THREADS": (16, "waitress worker threads; every open SSE stream holds one"),
+    "STREAM_RESERVED_THREADS": (
+        4,
+        "threads never given to event streams, kept for pages, the API and actions (streams: THREADS - this)",
+    ),
+    "STREAMS_PER_USER": (4, "event streams one user may hold open at once (tabs); more are refused with 429"),
     "PROJECT_DIR": (str(REPO_ROOT), "the repository whose playbooks run (ansible-runner project_dir)"),
     "INVENTORY": (None, "inventory passed to every run (default <project>/inventories/local)"),
     "STATE_DIR": (
@@ -143,6 +148,13 @@ def resolve(values: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("POLL_INTERVAL and CHART_SECONDS must be positive")
     if config["LOGIN_MAX_FAILURES"] < 0 or config["LOGIN_WINDOW_SECONDS"] <= 0:
         raise ConfigError("LOGIN_MAX_FAILURES must be 0 or more and LOGIN_WINDOW_SECONDS positive")
+    if not 1 <= config["STREAM_RESERVED_THREADS"] < config["THREADS"]:
+        raise ConfigError(
+            f"STREAM_RESERVED_THREADS: {config['STREAM_RESERVED_THREADS']} must be 1 or more and less "
+            f"than THREADS ({config['THREADS']}): streams get the other threads"
+        )
+    if config["STREAMS_PER_USER"] < 1:
+        raise ConfigError(f"STREAMS_PER_USER: {config['STREAMS_PER_USER']} is not 1 or more")
     if not 0 <= config["TRUSTED_PROXIES"] <= 10:
         raise ConfigError(f"TRUSTED_PROXIES: {config['TRUSTED_PROXIES']} is not between 0 and 10")
     if config["REFUSALS_KEEP"] < 1:

@@ -1,12 +1,21 @@
-"""Server-Sent Events: the wire format, the response, and the run stream (replay, then follow live)."""
+"""Server-Sent Events: the wire format, the response, the run stream (replay, then follow live), and
+the cap on open streams.
+
+waitress serves each open stream with one of its threads for as long as it is open. So streams get
+at most THREADS - STREAM_RESERVED_THREADS threads (the rest always serve pages, the API and actions:
+an operator's Rollback is never starved by open tabs), and one user at most STREAMS_PER_USER of them.
+A stream over either cap is refused at once with 429 and a message saying which.
+"""
 
 from __future__ import annotations
 
+import collections
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Response, request, stream_with_context
+from flask import Response, current_app, g, jsonify, request, stream_with_context
 
 from webui.store import Database
 
@@ -37,12 +46,68 @@ def last_event_id() -> int:
         return 0
 
 
+class StreamRefused(Exception):
+    """No stream slot: the message says which cap was reached."""
+
+
+class StreamSlots:
+    """Open event streams, in total and per user. acquire() takes a slot or refuses; the release it
+    returns gives the slot back (once, however often it is called)."""
+
+    def __init__(self, total: int, per_user: int) -> None:
+        self.total = total
+        self.per_user = per_user
+        self._open: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def acquire(self, user: str) -> Callable[[], None]:
+        with self._lock:
+            if self._open[user] >= self.per_user:
+                raise StreamRefused(
+                    f"{user} has {self._open[user]} event streams open, the most one user may: "
+                    "close another tab of the dashboard"
+                )
+            if self._open.total() >= self.total:
+                raise StreamRefused(
+                    f"the dashboard serves at most {self.total} event streams at once and all are open: "
+                    "try again later (pages and actions still work)"
+                )
+            self._open[user] += 1
+        released = threading.Event()
+
+        def release() -> None:
+            with self._lock:
+                if not released.is_set():
+                    released.set()
+                    self._open[user] -= 1
+                    if self._open[user] <= 0:
+                        del self._open[user]
+
+        return release
+
+    def open_streams(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._open)
+
+
 def response(generator: Iterator[str]) -> Response:
-    return Response(
+    """The stream as a response, if the logged-in user may open one more (else 429, generator unused).
+    Its slot is given back when the server closes the response: the stream ended or the client left."""
+    try:
+        release = current_app.extensions["bluegreen"].streams.acquire(g.user["name"])
+    except StreamRefused as refused:
+        getattr(generator, "close", lambda: None)()
+        refusal = jsonify(error=str(refused))
+        refusal.status_code = 429
+        refusal.headers["Retry-After"] = str(RETRY_MS // 1000 * 5)
+        return refusal
+    stream = Response(
         stream_with_context(generator),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
     )
+    stream.call_on_close(release)
+    return stream
 
 
 def run_stream(db: Database, run_id: str, after: int, job: Any, heartbeat: float) -> Iterator[str]:

@@ -167,3 +167,141 @@ def test_python_m_webui_serves_with_waitress_and_streams(tmp_path: Path, project
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def start_server(tmp_path: Path, project: Path, users_file: Path, *args: str, **env: str):
+    """`python -m webui` on a free port with the test users; (process, port) once it answers."""
+    port = free_port()
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "users.json").write_bytes(users_file.read_bytes())
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "webui", "--port", str(port), "--project-dir", str(project), "--data-dir", str(data_dir)),
+            *args,
+        ],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "BLUEGREEN_WEBUI_HAPROXY_STATS_URL": f"http://127.0.0.1:{free_port()}/stats;csv",
+            "BLUEGREEN_WEBUI_POLL_INTERVAL": "0.2",
+            **env,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            http.client.HTTPConnection("127.0.0.1", port, timeout=5).request("GET", "/login")
+            return server, port
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise AssertionError(server.stdout.read().decode()) from None
+            time.sleep(0.1)
+
+
+def logged_in(port: int, name: str) -> tuple[Client, str]:
+    """A client logged in as name, and its CSRF token."""
+    client = Client(port)
+    conn, response = client.request("GET", "/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', response.read().decode()).group(1)
+    conn.close()
+    conn, response = client.request(
+        "POST", "/login", {"username": name, "password": PASSWORD, "csrf_token": token}
+    )
+    assert response.status == 302, response.read()
+    conn.close()
+    conn, response = client.request("GET", "/api/me")
+    token = json.loads(response.read())["csrf_token"]
+    conn.close()
+    return client, token
+
+
+def open_stream(client: Client):
+    """An overview stream that has sent its first event (so a server thread is serving it)."""
+    conn, response = client.request("GET", "/overview/events", headers={"Accept": "text/event-stream"})
+    if response.status == 200:
+        deadline = time.monotonic() + 10
+        while not response.fp.readline().startswith(b"data: "):
+            assert time.monotonic() < deadline
+    return conn, response
+
+
+def test_streams_are_capped_and_actions_keep_their_threads(tmp_path: Path, project: Path, users_file: Path):
+    """6 server threads, 2 kept from streams, 2 streams per user: a viewer's third tab is refused (429),
+    and with every stream slot taken the operator's action is still accepted at once."""
+    users = tmp_path / "users.json"
+    users.write_bytes(users_file.read_bytes())
+    UserStore(users).add("walter", "viewer", PASSWORD)
+    server, port = start_server(
+        tmp_path,
+        project,
+        users,
+        "--threads",
+        "6",
+        BLUEGREEN_WEBUI_STREAMS_PER_USER="2",
+        BLUEGREEN_WEBUI_STREAM_RESERVED_THREADS="2",
+    )
+    streams = []
+    try:
+        olivia, token = logged_in(port, "olivia")
+        victor, _ = logged_in(port, "victor")
+        walter, _ = logged_in(port, "walter")
+        for _ in range(2):
+            streams.append(open_stream(victor))
+            assert streams[-1][1].status == 200
+        conn, response = open_stream(victor)
+        assert response.status == 429
+        assert "victor has 2 event streams open" in json.loads(response.read())["error"]
+        conn.close()
+        for _ in range(2):
+            streams.append(open_stream(walter))
+            assert streams[-1][1].status == 200
+        conn, response = open_stream(olivia)  # 4 of 6 threads stream: the rest are kept for requests
+        assert response.status == 429
+        assert "at most 4 event streams" in json.loads(response.read())["error"]
+        conn.close()
+
+        started = time.monotonic()
+        conn, response = olivia.request(
+            "POST", "/runs", {"action": "deploy", "version": "1.0.0", "csrf_token": token}
+        )
+        assert response.status == 303, response.read()[:500]
+        assert (
+            time.monotonic() - started < 10
+        )  # "at once": a thread was free (a starved server waits forever)
+        run_url = response.getheader("Location")
+        conn.close()
+        run_id = run_url.rsplit("/", 1)[1]
+        deadline = time.monotonic() + 60
+        while True:
+            conn, response = olivia.request("GET", f"/api/runs/{run_id}")
+            run = json.loads(response.read())
+            conn.close()
+            if run["finished"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert run["status"] == "successful", run
+
+        # a closed tab gives its slot back (the response holds the socket too: close both)
+        for conn, response in streams[:2]:
+            response.close()
+            conn.close()
+        deadline = time.monotonic() + 30
+        while True:
+            conn, response = open_stream(victor)
+            response.close()
+            conn.close()
+            if response.status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert response.status == 200
+    finally:
+        for conn, response in streams:
+            response.close()
+            conn.close()
+        server.terminate()
+        server.wait(timeout=10)

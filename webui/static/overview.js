@@ -155,6 +155,12 @@
   }
 
   const source = new EventSource(root.dataset.events);
+  source.onerror = function () {
+    // refused, not dropped (429: too many streams open, 401: logged out): the browser will not retry
+    if (source.readyState === EventSource.CLOSED) {
+      setText("sample-time", "live updates stopped (too many open tabs, or logged out): reload the page");
+    }
+  };
   source.onmessage = function (message) {
     const data = JSON.parse(message.data);
     if (data.chart) { points = data.chart; }

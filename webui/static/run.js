@@ -77,7 +77,14 @@
   const source = new EventSource(root.dataset.events);
   source.onopen = function () { streamState.textContent = "live"; streamState.dataset.state = "live"; };
   source.onerror = function () {
-    if (streamState.dataset.state !== "ended") { streamState.textContent = "reconnecting…"; streamState.dataset.state = "reconnecting"; }
+    if (streamState.dataset.state === "ended") { return; }
+    if (source.readyState === EventSource.CLOSED) {
+      // refused, not dropped (429: too many streams open, 401: logged out): the browser will not retry
+      streamState.textContent = "live updates stopped (too many open tabs, or logged out): reload the page";
+      streamState.dataset.state = "refused";
+      return;
+    }
+    streamState.textContent = "reconnecting…"; streamState.dataset.state = "reconnecting";
   };
   source.onmessage = function (message) {
     const event = JSON.parse(message.data);
