@@ -22,7 +22,7 @@ import ansible_runner
 
 from webui.actions import Action, ActionRefused, run_vars
 from webui.controller_state import ControllerState, describe_holder
-from webui.store import Database, RunEvents
+from webui.store import FINAL_STATUSES, Database, RunEvents
 
 log = logging.getLogger("webui.jobs")
 
@@ -121,7 +121,10 @@ class RunJob:
 
     def status_handler(self, status_data: dict, runner_config: Any = None) -> None:
         status = status_data.get("status", "unknown")
-        self.db.update_run(self.run_id, status=status)
+        # a final status is recorded by finish() only: the store must not call the run finished while
+        # it is still the active run (the next action would be refused "in progress")
+        if status not in FINAL_STATUSES:
+            self.db.update_run(self.run_id, status=status)
         self.events.append("status", {"status": status})
 
     def cancel_callback(self) -> bool:

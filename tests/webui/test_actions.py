@@ -234,6 +234,27 @@ def test_watch_seconds_setting_reaches_deploys_only(config, users_file):
         app.extensions["bluegreen"].monitor.stop()
 
 
+def test_the_store_never_calls_a_run_finished_while_it_is_still_in_the_way(operator, app):
+    """Whenever the store records a run finished, the next action may start: the runner's final status
+    is not recorded ahead of the run's end (a client seeing "finished" was refused with "in progress")."""
+    bluegreen = app.extensions["bluegreen"]
+    update_run = bluegreen.db.update_run
+    seen: list[tuple[str, bool]] = []
+
+    def update_then_look(run_id, **fields):
+        update_run(run_id, **fields)
+        if bluegreen.db.run(run_id)["finished"]:
+            seen.append((fields.get("status"), bluegreen.runs.active() is None))
+
+    bluegreen.db.update_run = update_then_look
+    try:
+        run = wait_finished(app, run_id_from(post_action(operator, action="deploy", version="1.0.0")))
+    finally:
+        bluegreen.db.update_run = update_run
+    assert run["status"] == "successful"
+    assert seen and all(free for _, free in seen), seen
+
+
 def test_a_run_the_store_calls_finished_is_no_longer_in_the_way(operator, app):
     """The next action may start as soon as a run is recorded finished, before its end event is out."""
     bluegreen = app.extensions["bluegreen"]
