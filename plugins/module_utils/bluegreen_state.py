@@ -4,20 +4,29 @@ state.json    {"live": "blue", "previous": "green", "versions": {"blue": "1.0.0"
                "deployment": {"id", "version", "stage", "started_at"} | null,
                "warm_until": "<time the previous color may be retired>" | null, "updated_at": "..."}
 history.jsonl one JSON object per finished deployment / switch / rollback / lock break.
-deploy.lock   {"deployment_id", "action", "user", "actor", "host", "pid", "started_at", "ttl_seconds"}
-              (user: the controller's OS user; actor: who asked, e.g. the dashboard's user, or null)
+deploy.lock   {"deployment_id", "token", "action", "user", "actor", "host", "pid", "started_at",
+               "ttl_seconds"}
+              (user: the controller's OS user; actor: who asked, e.g. the dashboard's user, or null;
+              token: a random value of the run; the run holds the lock only if id, token, pid and host
+              all match)
 
 Every write is atomic (temp file, fsync, rename), so a reader sees the old or the new file, never a
-torn one. The lock is created with O_EXCL, so two deploys racing for it cannot both win.
+torn one. The lock appears whole (a complete temp file link()ed to its name, which fails if the name
+exists), and every change of it (take, break, release) is serialised by flock on .deploy.lock.mutex:
+two runs racing for it cannot both win, and only a stale lock is ever broken.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import socket
+import tempfile
 import time
+from collections.abc import Iterator
 
 from ansible.module_utils.bluegreen_files import atomic_write, read_text
 
@@ -25,6 +34,8 @@ COLORS = ("blue", "green")
 STATE_FILE = "state.json"
 HISTORY_FILE = "history.jsonl"
 LOCK_FILE = "deploy.lock"
+# flock()ed while the lock is taken, broken or released (never removed; its content means nothing)
+LOCK_MUTEX_FILE = ".deploy.lock.mutex"
 
 
 class StateError(Exception):
@@ -149,41 +160,96 @@ class StateDir:
             return True, f"lock is {int(age)}s old, over its TTL of {int(ttl)}s"
         return False, None
 
-    def acquire(self, holder: dict) -> dict:
-        """Take the lock for holder; refuse, naming the holder, when someone has it (even if stale)."""
-        os.makedirs(self.path, exist_ok=True)
-        lock = {**holder, "started_at": now()}
-        payload = json.dumps(lock, sort_keys=True) + "\n"
-        try:
-            fd = os.open(self._file(LOCK_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        except FileExistsError:
-            current = self.lock_info() or {}
-            raise StateError(describe_holder(current)) from None
-        try:
-            os.write(fd, payload.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return lock
+    @contextlib.contextmanager
+    def _lock_mutex(self) -> Iterator[None]:
+        """Serialise every change of deploy.lock (take, break, release) on this host with flock.
 
-    def release(self, deployment_id: str) -> bool:
-        """Release the lock if deployment_id holds it. Returns whether a lock was removed."""
-        current = self.lock_info()
-        if current is None:
-            return False
-        if current.get("deployment_id") != deployment_id:
-            raise StateError(f"not releasing the lock: {describe_holder(current)}, not {deployment_id}")
-        os.unlink(self._file(LOCK_FILE))
-        return True
+        Readers need no mutex: the lock file appears whole (link of a complete temporary file) or not
+        at all. The mutex makes "read the lock, judge it, then remove or replace it" one step, so two
+        operators breaking one stale lock cannot both win, and nobody removes a lock they did not read.
+        """
+        os.makedirs(self.path, exist_ok=True)
+        fd = os.open(self._file(LOCK_MUTEX_FILE), os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def _write_lock(self, lock: dict) -> None:
+        """Create deploy.lock whole: a complete, fsynced temporary file linked to the lock's name (link
+        fails if the name exists, like O_EXCL), then the directory fsynced so the entry survives a crash."""
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-lock-", dir=self.path)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(lock, sort_keys=True) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o640)
+            os.link(tmp, self._file(LOCK_FILE))
+        finally:
+            os.unlink(tmp)
+        dir_fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def acquire(self, holder: dict, break_stale: bool = False) -> tuple[dict, dict | None]:
+        """Take the lock for holder: (the lock, the stale lock broken for it or None).
+
+        The holder's own lock (same deployment id, token, pid and host) is returned as it is. Any other
+        lock is refused naming its holder; with break_stale a stale one is broken first (recorded in
+        history), a live one never.
+        """
+        with self._lock_mutex():
+            current = self.lock_info()
+            broken = None
+            if current is not None:
+                if holds(current, holder):
+                    return current, None
+                if not break_stale:
+                    raise StateError(describe_holder(current))
+                broken = self._break(current, holder)
+            lock = {**holder, "started_at": now()}
+            self._write_lock(lock)
+            return lock, broken
+
+    def release(self, deployment_id: str, token: str | None = None) -> bool:
+        """Release the lock if deployment_id (and token, when given) holds it; whether a lock was removed."""
+        with self._lock_mutex():
+            current = self.lock_info()
+            if current is None:
+                return False
+            other_token = token is not None and current.get("token") != token
+            if current.get("deployment_id") != deployment_id or other_token:
+                raise StateError(f"not releasing the lock: {describe_holder(current)}, not {deployment_id}")
+            os.unlink(self._file(LOCK_FILE))
+            return True
 
     def break_lock(self, by: dict) -> dict | None:
-        """Remove the lock whoever holds it (only when asked explicitly); recorded in history."""
-        current = self.lock_info()
-        if current is None:
-            return None
+        """Remove a stale lock (only when asked explicitly), recorded in history; a live lock is refused.
+        Returns the lock broken, or None when the lock was free."""
+        with self._lock_mutex():
+            current = self.lock_info()
+            if current is None:
+                return None
+            return self._break(current, by)
+
+    def _break(self, current: dict, by: dict) -> dict:
+        """Under the mutex: remove `current`, the lock as just read, if it is stale; record the break."""
+        if not current.get("stale"):
+            raise StateError(f"refusing to break a lock that is not stale: {describe_holder(current)}")
         os.unlink(self._file(LOCK_FILE))
-        self.record({"action": "break-lock", "result": "ok", "broken_lock": current, **by})
+        who = {key: by.get(key) for key in ("user", "actor", "host", "deployment_id")}
+        self.record({"action": "break-lock", "result": "ok", "broken_lock": current, **who})
         return current
+
+
+def holds(lock: dict, holder: dict) -> bool:
+    """Whether holder is the run that holds lock: the same deployment id, token, pid and host.
+    An equal deployment id alone proves nothing (two runs may be named alike)."""
+    return all(lock.get(key) == holder.get(key) for key in ("deployment_id", "token", "pid", "host"))
 
 
 def describe_holder(lock: dict) -> str:

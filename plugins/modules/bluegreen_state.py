@@ -40,13 +40,18 @@ options:
     description: History entry for C(record).
     type: dict
   holder:
-    description: For C(lock), who takes it (deployment_id, action, user, host, pid, ttl_seconds).
+    description:
+      - For C(lock), who takes it (deployment_id, token, action, user, host, pid, ttl_seconds).
+      - The run holds the lock only when deployment_id, token, pid and host all match the lock's; an
+        equal deployment_id of another process is refused like any other run.
     type: dict
   deployment_id:
     description: For C(unlock), the deployment that holds the lock.
     type: str
   break_lock:
-    description: For C(lock), break an existing lock first (recorded in history). Only when asked.
+    description:
+      - For C(lock), break an existing stale lock first (recorded in history). Only when asked.
+      - A lock that is not stale (its holder runs and it is within its TTL) is never broken.
     type: bool
     default: false
   history_lines:
@@ -99,7 +104,7 @@ broken_lock:
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.bluegreen_state import COLORS, StateDir, StateError, describe_holder
+from ansible.module_utils.bluegreen_state import COLORS, StateDir, StateError, describe_holder, holds
 
 
 def _read(module: AnsibleModule, store: StateDir, state: dict | None) -> dict:
@@ -142,18 +147,16 @@ def _lock(module: AnsibleModule, store: StateDir, state: dict | None) -> dict:
     if not holder.get("deployment_id"):
         raise StateError("action lock needs holder.deployment_id")
     current = store.lock_info()
-    if current and current.get("deployment_id") == holder["deployment_id"]:
-        return {"changed": False}  # re-entrant for the same deployment
+    if current and holds(current, holder):
+        return {"changed": False}  # re-entrant for the run that holds it, not for an equal id
     if current and not module.params["break_lock"]:
         raise StateError(describe_holder(current))  # refused in check mode too: a real run would be
-    result: dict = {"changed": True}
+    if current and not current.get("stale"):
+        raise StateError(f"refusing to break a lock that is not stale: {describe_holder(current)}")
     if module.check_mode:
-        return result
-    if current:
-        by = {key: holder.get(key) for key in ("user", "actor", "host", "deployment_id")}
-        result["broken_lock"] = store.break_lock(by)
-    store.acquire(holder)
-    return result
+        return {"changed": True}
+    _, broken = store.acquire(holder, break_stale=module.params["break_lock"])
+    return {"changed": True, **({"broken_lock": broken} if broken else {})}
 
 
 def _unlock(module: AnsibleModule, store: StateDir, state: dict | None) -> dict:
