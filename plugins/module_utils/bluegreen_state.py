@@ -23,12 +23,14 @@ import datetime as dt
 import fcntl
 import json
 import os
+import secrets
 import socket
 import tempfile
 import time
 from collections.abc import Iterator
 
 from ansible.module_utils.bluegreen_files import atomic_write, read_text
+from ansible.module_utils.bluegreen_version import VersionError, check_version
 
 COLORS = ("blue", "green")
 STATE_FILE = "state.json"
@@ -204,16 +206,18 @@ class StateDir:
         """
         with self._lock_mutex():
             current = self.lock_info()
-            broken = None
-            if current is not None:
-                if holds(current, holder):
-                    return current, None
-                if not break_stale:
-                    raise StateError(describe_holder(current))
-                broken = self._break(current, holder)
+            if current is not None and holds(current, holder):
+                return current, None
+            broken = self._break(current, holder, break_stale) if current is not None else None
             lock = {**holder, "started_at": now()}
             self._write_lock(lock)
             return lock, broken
+
+    def check_acquire(self, holder: dict, break_stale: bool = False) -> None:
+        """Refuse as acquire() would, changing nothing (check mode)."""
+        current = self.lock_info()
+        if current is not None and not holds(current, holder):
+            refusal(current, break_stale)
 
     def release(self, deployment_id: str, token: str | None = None) -> bool:
         """Release the lock if deployment_id (and token, when given) holds it; whether a lock was removed."""
@@ -234,16 +238,24 @@ class StateDir:
             current = self.lock_info()
             if current is None:
                 return None
-            return self._break(current, by)
+            return self._break(current, by, break_stale=True)
 
-    def _break(self, current: dict, by: dict) -> dict:
-        """Under the mutex: remove `current`, the lock as just read, if it is stale; record the break."""
-        if not current.get("stale"):
-            raise StateError(f"refusing to break a lock that is not stale: {describe_holder(current)}")
+    def _break(self, current: dict, by: dict, break_stale: bool) -> dict:
+        """Under the mutex: remove `current`, the lock as just read, if it is stale and breaking was
+        asked for (else StateError); record the break in history."""
+        refusal(current, break_stale)
         os.unlink(self._file(LOCK_FILE))
         who = {key: by.get(key) for key in ("user", "actor", "host", "deployment_id")}
         self.record({"action": "break-lock", "result": "ok", "broken_lock": current, **who})
         return current
+
+
+def refusal(current: dict, break_stale: bool) -> None:
+    """Raise StateError naming the holder unless `current`, another run's lock, may be broken."""
+    if not break_stale:
+        raise StateError(describe_holder(current))
+    if not current.get("stale"):
+        raise StateError(f"refusing to break a lock that is not stale: {describe_holder(current)}")
 
 
 def holds(lock: dict, holder: dict) -> bool:
@@ -266,3 +278,308 @@ def describe_holder(lock: dict) -> str:
     if lock.get("stale"):
         text += f"; it looks stale ({lock.get('stale_reason')}): break it with -e bluegreen_break_lock=true"
     return text
+
+
+# --- the run lifecycle: begin, stage, fail, end -------------------------------------------------------
+# One home for "start a run", "fail a run" and "finish a run" of deploy, switch, rollback and retire.
+# The run lives in the state dir, not in the controller's memory: state.json's `deployment` holds the
+# running run (stage, stage start times), its `failure` the first failure of the last run, deploy.lock
+# its holder, history.jsonl one line when it ends. So status.yml and the dashboard show what a run is
+# doing, and why it failed, even after its controller died.
+
+RUN_ACTIONS = ("deploy", "switch", "rollback", "retire")
+FIRST_STAGE = {"deploy": "preflight", "switch": "switch", "rollback": "rollback", "retire": "retire"}
+FAILURE_KEYS = ("stage", "check", "host", "observed")
+OBSERVED_MAX = 1200
+
+
+def event(kind: str, run: dict, stage: str | None, **extra) -> dict:
+    """The structured progress record every lifecycle result carries as `bluegreen_event`."""
+    return {
+        "type": kind,
+        "run_id": run.get("id"),
+        "action": run.get("action"),
+        "stage": stage,
+        **extra,
+        "time": now(),
+    }
+
+
+def run_holder(run: dict) -> dict:
+    """What proves that `run` holds the lock: its id, token and the controller's pid and host."""
+    controller = run.get("controller") or {}
+    return {
+        "deployment_id": run.get("id"),
+        "token": run.get("token"),
+        "pid": controller.get("pid"),
+        "host": controller.get("host"),
+    }
+
+
+def run_message(
+    run: dict, failure: dict | None, switched: bool = False, rollback_error: str | None = None
+) -> str:
+    """The one sentence a run ends with: what happened, and on failure its stage, check, host, observed
+    value and where traffic is. `run` may be one that never began (no id): then nothing was changed."""
+    action = run.get("action", "deploy")
+    began = bool(run.get("id"))
+    if failure is None:
+        if action == "deploy":
+            return f"deployment {run.get('id')}: {run.get('version')} is live on {run.get('to')}"
+        if action == "retire":
+            return f"retired {run.get('from')}"
+        return f"{action} {run.get('id')}: live traffic moved {run.get('from')} -> {run.get('to')}"
+    where = f'check "{failure.get("check")}" on {failure.get("host")}: {failure.get("observed")}'
+    if action == "deploy":
+        if not began:
+            traffic = "Nothing was changed."
+        elif rollback_error:
+            traffic = f"ROLLBACK FAILED: {rollback_error}; traffic may still be on {run.get('to')}."
+        elif switched:
+            traffic = f"Rolled back: {run.get('from')} is live again."
+        else:
+            traffic = f"Traffic never moved: {run.get('from')} stays live."
+        return f"deploy of {run.get('version')} failed in stage {failure.get('stage')}: {where}. {traffic}"
+    if action == "retire":
+        return f"retire refused or failed: {where}"
+    live = run.get("from") or "the live color"
+    return f"{action} to {run.get('to')} refused or failed: {where}. {live} stays live."
+
+
+class Lifecycle:
+    """begin / stage / fail / end of one run, on the state dir of the run's (anchor) lb host."""
+
+    def __init__(self, store: StateDir) -> None:
+        self.store = store
+
+    def _state(self) -> dict:
+        state = self.store.read()
+        if state is None:
+            raise StateError(
+                f"no state.json in {self.store.path}: bring the lab up with playbooks/site.yml first"
+            )
+        return state
+
+    def _held(self, run: dict) -> dict:
+        """state.json, after checking that `run` holds the lock (else StateError naming who does)."""
+        if not run.get("id") or not run.get("token"):
+            raise StateError("this run never began (no id and token): call action=begin first")
+        lock = self.store.lock_info()
+        if lock is None or not holds(lock, run_holder(run)):
+            holder = describe_holder(lock) if lock else "the deploy lock is free"
+            raise StateError(f"run {run['id']} does not hold the deploy lock: {holder}")
+        return self._state()
+
+    def begin(
+        self,
+        action: str,
+        *,
+        controller: dict,
+        version: str | None = None,
+        color: str | None = None,
+        ttl_seconds: int = 3600,
+        break_stale: bool = False,
+        check: bool = False,
+    ) -> tuple[dict, dict]:
+        """Check the inputs, compute from/to, take the lock, write the running deployment.
+        Returns (the run, what else happened: broken_lock and abandoned, the run the broken lock held).
+        With check, only what a real begin would refuse is refused; nothing is written."""
+        if action not in RUN_ACTIONS:
+            raise StateError(f"unknown run action {action!r}: expected one of {', '.join(RUN_ACTIONS)}")
+        pid = controller.get("pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            raise StateError(f"controller.pid must be the ansible-playbook's process id, got {pid!r}")
+        for key in ("user", "host"):
+            if not isinstance(controller.get(key), str) or not controller[key]:
+                raise StateError(
+                    f"controller.{key} must name the controller's {key}, got {controller.get(key)!r}"
+                )
+        if action == "deploy":
+            try:
+                check_version(version, "bluegreen_version")
+            except VersionError as exc:
+                raise StateError(str(exc)) from None
+        if action == "switch" and color not in COLORS:
+            raise StateError(f"bluegreen_color must be blue or green, got {json.dumps(color)}")
+        state = self._state()
+        live = state["live"]
+        target = color if action == "switch" else other_color(live)
+        versions = dict(state.get("versions") or {})
+        token = secrets.token_hex(8)
+        label = {"deploy": version, "retire": "retire"}.get(action, f"{action}-{target}")
+        stage = FIRST_STAGE[action]
+        started = time.time()
+        run = {
+            "id": f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{label}-{token[:6]}",
+            "token": token,
+            "action": action,
+            "version": version if action == "deploy" else versions.get(target),
+            "live": live,
+            "idle": target,
+            "from": target if action == "retire" else live,
+            "to": None if action == "retire" else target,
+            "versions_before": versions,
+            "started_at": now(),
+            "controller": {key: controller.get(key) for key in ("pid", "user", "host", "actor")},
+            "dir": self.store.path,
+        }
+        holder = {
+            **run_holder(run),
+            "action": action,
+            "version": run["version"],
+            "user": controller["user"],
+            "actor": controller.get("actor"),
+            "ttl_seconds": ttl_seconds,
+        }
+        if check:
+            self.store.check_acquire(holder, break_stale=break_stale)
+            run["stage"] = stage
+            return run, {}
+        _, broken = self.store.acquire(holder, break_stale=break_stale)
+        extra: dict = {}
+        if broken:
+            extra["broken_lock"] = broken
+        try:
+            state = self._state()  # again: the run whose lock was just broken may have changed it
+            abandoned = state.get("deployment")
+            if abandoned:
+                # a run that died without ending: its line in history, so nothing about it is lost
+                failure = (
+                    state.get("failure")
+                    if (state.get("failure") or {}).get("run_id") == abandoned.get("id")
+                    else None
+                )
+                reason = (broken or {}).get("stale_reason") or "its controller never ended it"
+                extra["abandoned"] = self.store.record(
+                    {
+                        "action": abandoned.get("action", "deploy"),
+                        "deployment_id": abandoned.get("id"),
+                        "version": abandoned.get("version"),
+                        "from": abandoned.get("from"),
+                        "to": abandoned.get("to"),
+                        "result": "abandoned",
+                        "failure": failure
+                        or {
+                            "stage": abandoned.get("stage"),
+                            "check": "run ended",
+                            "host": (broken or {}).get("host"),
+                            "observed": f"the run stopped in stage {abandoned.get('stage')}: {reason}",
+                        },
+                        "started_at": abandoned.get("started_at"),
+                        "marks": abandoned.get("marks") or {},
+                    }
+                )
+            deployment = {
+                "id": run["id"],
+                "action": action,
+                "version": run["version"],
+                "from": run["from"],
+                "to": run["to"],
+                "stage": stage,
+                "started_at": run["started_at"],
+                "marks": {stage: started},
+                "controller": run["controller"],
+            }
+            self.store.write({**state, "deployment": deployment, "failure": None})
+        except BaseException:
+            self.store.release(run["id"], token)
+            raise
+        run["stage"] = stage
+        return run, extra
+
+    def stage(self, run: dict, stage: str) -> tuple[dict, bool]:
+        """Enter `stage` (its start time in state.json) unless the run failed already.
+        Returns (the run's deployment, with `failure` when it failed; whether the stage was entered)."""
+        state = self._held(run)
+        deployment = dict(state.get("deployment") or {})
+        failure = self._failure(state, run)
+        if failure is not None:
+            return {**deployment, "failure": failure}, False
+        marks = {**(deployment.get("marks") or {}), stage: time.time()}
+        deployment = {**deployment, "stage": stage, "marks": marks}
+        self.store.write({**state, "deployment": deployment})
+        return {**deployment, "failure": None}, True
+
+    def fail(self, run: dict, failure: dict) -> tuple[dict, bool]:
+        """Record the run's failure in state.json; the first failure of a run wins.
+        Returns (the run's failure as stored, whether this call stored it)."""
+        missing = [key for key in FAILURE_KEYS if failure.get(key) in (None, "")]
+        if missing:
+            raise StateError(f"a failure needs {', '.join(FAILURE_KEYS)}; missing: {', '.join(missing)}")
+        state = self._held(run)
+        first = self._failure(state, run)
+        if first is not None:
+            return first, False
+        stored = {
+            "run_id": run["id"],
+            "action": run.get("action"),
+            **{key: str(failure[key]) for key in FAILURE_KEYS},
+            "at": now(),
+        }
+        if len(stored["observed"]) > OBSERVED_MAX:
+            stored["observed"] = stored["observed"][: OBSERVED_MAX - 3] + "..."
+        self.store.write({**state, "failure": stored})
+        return stored, True
+
+    def end(self, run: dict, rollback_error: str | None = None, entry: dict | None = None) -> dict:
+        """History line (with stage durations), running deployment cleared, lock released.
+        Returns {result, failed, message, entry}."""
+        state = self._held(run)
+        deployment = state.get("deployment") or {}
+        failure = self._failure(state, run)
+        marks = deployment.get("marks") or {}
+        switched = run.get("action") == "deploy" and "switch" in marks
+        result = "ok" if failure is None else ("rolled-back" if switched else "failed")
+        line = self.store.record(
+            {
+                "action": run.get("action"),
+                "deployment_id": run["id"],
+                "version": run.get("version"),
+                "from": run.get("from"),
+                "to": run.get("to"),
+                "result": result,
+                "failure": failure,
+                "rollback_error": rollback_error or None,
+                "user": (run.get("controller") or {}).get("user"),
+                "actor": (run.get("controller") or {}).get("actor"),
+                "host": (run.get("controller") or {}).get("host"),
+                "started_at": run.get("started_at"),
+                "marks": marks,
+                **(entry or {}),
+            }
+        )
+        self.store.write({**state, "deployment": None})
+        self.store.release(run["id"], run["token"])
+        return {
+            "result": result,
+            "failed": failure is not None,
+            "message": run_message(run, failure, switched, rollback_error),
+            "entry": line,
+        }
+
+    @staticmethod
+    def _failure(state: dict, run: dict) -> dict | None:
+        failure = state.get("failure")
+        return failure if failure and failure.get("run_id") == run.get("id") else None
+
+
+def abandoned_run(state: dict | None, lock: dict | None) -> dict | None:
+    """The running deployment when nobody runs it any more (its lock is stale, gone or another's):
+    {run_id, action, stage, reason}; None when no run is recorded or its holder still runs."""
+    deployment = (state or {}).get("deployment")
+    if not deployment:
+        return None
+    if lock and lock.get("deployment_id") == deployment.get("id") and not lock.get("stale"):
+        return None
+    if lock is None:
+        reason = "no lock is held for it"
+    elif lock.get("deployment_id") != deployment.get("id"):
+        reason = f"the lock is held by another run, {lock.get('deployment_id')}"
+    else:
+        reason = lock.get("stale_reason")
+    return {
+        "run_id": deployment.get("id"),
+        "action": deployment.get("action", "deploy"),
+        "stage": deployment.get("stage"),
+        "reason": reason,
+    }

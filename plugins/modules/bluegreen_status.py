@@ -11,6 +11,8 @@ description:
   - Reads state.json, deploy.lock and history.jsonl from I(state_dir), the live color and every
     server's health from HAProxy's runtime API, and each node's C(/version) at the address HAProxy
     routes to. Returns it structured (I(status)) and as lines for humans (I(lines)).
+  - Shows the last run's durable failure (stage, check, host, observed) and a running deployment whose
+    controller is gone (its lock stale) as abandoned.
   - Never changes anything.
 options:
   state_dir:
@@ -42,7 +44,13 @@ EXAMPLES = r"""
 
 RETURN = r"""
 status:
-  description: live, idle, state_live, agree, versions, warm_until, deployment, lock, nodes, history.
+  description:
+    - live, idle, state_live, agree, versions, warm_until, deployment, failure, lock, abandoned, nodes,
+      history.
+    - failure is the last run's first failure as C(bluegreen_state action=fail) stored it
+      (run_id, stage, check, host, observed), kept until the next run begins.
+    - abandoned is the running deployment when nobody runs it any more (its lock is stale or gone) -
+      run_id, action, stage, reason; else null.
   returned: always
   type: dict
 lines:
@@ -56,7 +64,7 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.bluegreen_haproxy import HAProxyRuntime, HAProxyRuntimeError
-from ansible.module_utils.bluegreen_state import COLORS, StateDir, StateError, other_color
+from ansible.module_utils.bluegreen_state import COLORS, StateDir, StateError, abandoned_run, other_color
 from ansible.module_utils.bluegreen_stats import summarize
 from ansible.module_utils.urls import open_url
 
@@ -73,6 +81,7 @@ def collect(module: AnsibleModule) -> dict:
     p = module.params
     store = StateDir(p["state_dir"])
     state = store.read() or {}
+    lock = store.lock_info()
     runtime = HAProxyRuntime(p["socket"])
     live = runtime.show_map(p["map"]).get("live")
     backends = summarize(runtime.show_stat())
@@ -98,7 +107,9 @@ def collect(module: AnsibleModule) -> dict:
         "versions": state.get("versions", {}),
         "warm_until": state.get("warm_until"),
         "deployment": state.get("deployment"),
-        "lock": store.lock_info(),
+        "failure": state.get("failure"),
+        "lock": lock,
+        "abandoned": abandoned_run(state, lock),
         "nodes": nodes,
         "history": store.history(p["history_lines"]) if p["history_lines"] else [],
     }
@@ -125,10 +136,20 @@ def render(s: dict) -> list[str]:
             f"by {lock.get('user')}@{lock.get('host')} pid {lock.get('pid')} "
             f"since {lock.get('started_at')}{stale}"
         )
-    deployment = s["deployment"]
-    lines.append(
-        f"deploy {deployment['id']} at stage {deployment['stage']}" if deployment else "deploy none running"
-    )
+    deployment, abandoned = s["deployment"], s["abandoned"]
+    if not deployment:
+        lines.append("deploy none running")
+    else:
+        lines.append(
+            f"deploy {deployment['id']} at stage {deployment['stage']}"
+            + (f"  ABANDONED: {abandoned['reason']}" if abandoned else "")
+        )
+    failure = s["failure"]
+    if failure:
+        lines.append(
+            f"failed {failure.get('run_id')} in stage {failure.get('stage')}: "
+            f'check "{failure.get("check")}" on {failure.get("host")}: {failure.get("observed")}'
+        )
     lines += [
         f"past   {h.get('at', '?')[:19]} {h.get('action')} {h.get('from', '')}->{h.get('to', '')} "
         f"{h.get('version', '')} {h.get('result', '')}"
