@@ -12,11 +12,13 @@ from __future__ import annotations
 import collections
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Response, current_app, g, jsonify, request, stream_with_context
+from flask import Response, current_app, g, jsonify, request, session, stream_with_context
 
+from webui.auth import session_generation
 from webui.store import Database
 
 RETRY_MS = 2000
@@ -90,6 +92,23 @@ class StreamSlots:
             return dict(self._open)
 
 
+def _while_session_holds(generator: Iterator[str], user: str) -> Iterator[str]:
+    """The stream, ended early when the user's sessions are revoked (logout anywhere, a new password):
+    checked at most once a second, between two messages (a quiet stream sends one every SSE_HEARTBEAT).
+    The browser's reconnect then gets 401 like any other request."""
+    generation = session.get("generation")
+    checked = time.monotonic()
+    try:
+        for chunk in generator:
+            yield chunk
+            if time.monotonic() - checked >= 1.0:
+                checked = time.monotonic()
+                if session_generation(user) != generation:
+                    return
+    finally:
+        getattr(generator, "close", lambda: None)()
+
+
 def response(generator: Iterator[str]) -> Response:
     """The stream as a response, if the logged-in user may open one more (else 429, generator unused).
     Its slot is given back when the server closes the response: the stream ended or the client left."""
@@ -102,7 +121,7 @@ def response(generator: Iterator[str]) -> Response:
         refusal.headers["Retry-After"] = str(RETRY_MS // 1000 * 5)
         return refusal
     stream = Response(
-        stream_with_context(generator),
+        stream_with_context(_while_session_holds(generator, g.user["name"])),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
     )

@@ -5,9 +5,19 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 
-from tests.webui.conftest import PASSWORD, csrf, login, post_action, refusal
+from tests.webui.conftest import (
+    PASSWORD,
+    csrf,
+    login,
+    post_action,
+    refusal,
+    run_id_from,
+    stream,
+    wait_finished,
+)
 from webui import create_app
 from webui.actions import ACTIONS
 from webui.users import UserStore
@@ -382,6 +392,28 @@ def test_an_old_session_cookie_is_refused_after_logout(operator, app):
     assert login(again, "olivia").status_code == 302
     assert again.get("/api/me").status_code == 200
     assert with_cookie(app, kept).get("/api/me").status_code == 401
+
+
+def test_open_streams_end_when_their_session_is_revoked(operator, app, project):
+    """A run page left open (its stream waits at the gate) stops streaming once the user logs out
+    elsewhere: the browser's reconnect then gets 401."""
+    run_id = run_id_from(post_action(operator, action="deploy", version="1.1.0"))
+    reader = stream(operator, f"/runs/{run_id}/events")
+    try:
+        assert reader.next()["event"] == "message"  # accepted
+        elsewhere = app.test_client()
+        assert login(elsewhere, "olivia").status_code == 302
+        assert elsewhere.post("/logout", data={"csrf_token": csrf(elsewhere)}).status_code == 302
+        started = time.monotonic()
+        # read to the end: the gate holds the run for 60 s, so an `end` event means the stream went on
+        outcome = [message["event"] for message in iter(reader.next, None)]
+        assert "end" not in outcome, outcome
+        assert time.monotonic() - started < 30  # SSE_HEARTBEAT is 0.5 s here
+        assert operator.get(f"/runs/{run_id}/events").status_code == 401
+    finally:
+        (project / "gate").touch()
+        reader.close()
+        wait_finished(app, run_id)
 
 
 def test_an_old_session_cookie_is_refused_after_a_password_change(operator, viewer, app):
