@@ -36,16 +36,16 @@ def assert_private(data_dir: Path) -> None:
         assert mode(path) == 0o600, path
 
 
+def users_add(data_dir: Path, name: str, role: str = "viewer") -> None:
+    """`python -m webui.users add` into data_dir, as an admin runs it."""
+    env = {"BLUEGREEN_WEBUI_DATA_DIR": str(data_dir), "BLUEGREEN_WEBUI_PASSWORD": PASSWORD}
+    done = users_cli("add", name, "--role", role, env=env)
+    assert done.returncode == 0, done.stderr
+
+
 def test_users_add_first_then_the_dashboard(tmp_path: Path, config: dict, umask_022):
     data_dir = tmp_path / "fresh" / "data"
-    done = users_cli(
-        "add",
-        "alice",
-        "--role",
-        "operator",
-        env={"BLUEGREEN_WEBUI_DATA_DIR": str(data_dir), "BLUEGREEN_WEBUI_PASSWORD": PASSWORD},
-    )
-    assert done.returncode == 0, done.stderr
+    users_add(data_dir, "alice", "operator")
     assert mode(data_dir) == 0o700
     app = create_app({**config, "DATA_DIR": str(data_dir), "SECRET_KEY": None})
     try:
@@ -61,14 +61,7 @@ def test_the_dashboard_first_then_users_add(tmp_path: Path, config: dict, umask_
     data_dir = tmp_path / "fresh" / "data"
     app = create_app({**config, "DATA_DIR": str(data_dir), "SECRET_KEY": None})
     try:
-        done = users_cli(
-            "add",
-            "alice",
-            "--role",
-            "viewer",
-            env={"BLUEGREEN_WEBUI_DATA_DIR": str(data_dir), "BLUEGREEN_WEBUI_PASSWORD": PASSWORD},
-        )
-        assert done.returncode == 0, done.stderr
+        users_add(data_dir, "alice")
         assert login(app.test_client(), "alice").status_code == 302
         assert_private(data_dir)
     finally:
@@ -87,10 +80,7 @@ def test_an_existing_data_folder_and_database_are_made_private(tmp_path: Path, c
     start_and_stop(config, data_dir)
     (data_dir / "webui.sqlite3").chmod(0o644)
     data_dir.chmod(0o755)
-    done = users_cli(
-        "add", "alice", env={"BLUEGREEN_WEBUI_DATA_DIR": str(data_dir), "BLUEGREEN_WEBUI_PASSWORD": PASSWORD}
-    )
-    assert done.returncode == 0, done.stderr
+    users_add(data_dir, "alice")
     start_and_stop(config, data_dir)
     assert_private(data_dir)
 
