@@ -87,7 +87,13 @@ async def serve(config: Config) -> int:
     try:
         await runner.setup()  # opens (and repairs) the sink
     except (OSError, SinkError) as exc:
-        log.error("cannot open the sink in %s: %s", config.sink_dir, exc)
+        # the error names the path: sink_dir or shadow_sink_dir
+        log.error(
+            "cannot open the sinks (sink_dir %s, shadow_sink_dir %s): %s",
+            config.sink_dir,
+            config.shadow_sink_dir,
+            exc,
+        )
         return EXIT_RUNTIME
     site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024)
     try:
