@@ -19,11 +19,17 @@ class Response:
 
 
 def request(
-    url: str, data: bytes | None = None, content_type: str = "application/json", timeout: float = 30
+    url: str,
+    data: bytes | None = None,
+    content_type: str = "application/json",
+    timeout: float = 30,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
     if data is not None:
         req.add_header("Content-Type", content_type)
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())

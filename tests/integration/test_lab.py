@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import LAB
 from tests.integration.http import post_entries, request
 from tests.integration.lab import (
     HAPROXY_DIR,
@@ -137,3 +140,46 @@ def test_invalid_haproxy_config_is_rejected_and_traffic_keeps_flowing(lab):
     assert (HAPROXY_DIR / "haproxy.pid").read_text().split()[0] == master_pid
     assert len(results) > 10
     assert set(results) == {200}
+
+
+def shadow_sink_sizes() -> dict[str, int]:
+    """Every file of every node's shadow sink and its size."""
+    return {str(path): path.stat().st_size for path in LAB.glob("nodes/*/shadow/*.ndjson")}
+
+
+@pytest.mark.parametrize("url", [LIVE_URL, PREVIEW_URL], ids=["live", "preview"])
+@pytest.mark.parametrize("name", ["X-Bluegreen-Shadow", "x-bluegreen-SHADOW"])
+def test_a_client_cannot_write_into_a_shadow_sink(lab, url, name):
+    """The mirror's marker is internal: every frontend removes it from clients' requests, so the
+    batch is an ordinary one (production sink) and no shadow sink grows."""
+    before = shadow_sink_sizes()
+    batch = entries(2)
+    resp = request(f"{url}/v1/logs", json.dumps(batch).encode(), headers={name: "1"})
+    assert resp.status == 200, resp.body
+    assert {e["id"] for e in batch} <= set(sink_ids())
+    assert shadow_sink_sizes() == before
+
+
+def process_uids(pid: int) -> dict[int, int]:
+    """pid -> real uid of a process and its children (HAProxy's master and its workers)."""
+    uids = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
+            status = (stat_file.parent / "status").read_text()
+        except OSError:
+            continue
+        this = int(stat_file.parent.name)
+        if pid in (this, ppid):
+            uids[this] = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+    return uids
+
+
+def test_haproxy_runs_as_the_current_user_on_the_lab(lab):
+    """Under supervisor HAProxy drops to no other user: no `user`/`group` in the lab's config."""
+    master = int((HAPROXY_DIR / "haproxy.pid").read_text().split()[0])
+    uids = process_uids(master)
+    assert len(uids) >= 2, uids  # the master and at least one worker
+    assert set(uids.values()) == {os.getuid()}
+    config = (HAPROXY_DIR / "haproxy.cfg").read_text().splitlines()
+    assert not [line for line in config if line.strip().startswith(("user ", "group "))]

@@ -33,9 +33,11 @@ global
     load-server-state-from-file {load_state}
 frontend live
     bind 127.0.0.1:{live_port}
+    http-request del-header X-Bluegreen- -m beg
 {live_shadow}    use_backend bg_%[str(live),map({dir}/live.map,blue)]
 frontend preview
     bind 127.0.0.1:{preview_port}
+    http-request del-header X-Bluegreen- -m beg
     use_backend bg_%[str(live),map({dir}/live.map,blue),map({dir}/idle.map)]
 {backends}"""
 
@@ -50,8 +52,7 @@ GLOBAL_SHADOW = """    setenv BLUEGREEN_SHADOW_PATH /v1/logs
     setenv BLUEGREEN_SHADOW_TIMEOUT_MS {shadow_timeout_ms}
     lua-load {lua}
 """
-LIVE_SHADOW = """    http-request del-header X-Bluegreen-Shadow
-    http-request set-var(txn.bg_shadow_percent) str(percent),map_str_int({dir}/shadow.map,0) if METH_POST {{ path /v1/logs }}
+LIVE_SHADOW = """    http-request set-var(txn.bg_shadow_percent) str(percent),map_str_int({dir}/shadow.map,0) if METH_POST {{ path /v1/logs }}
     http-request set-var(txn.bg_shadow) rand(100),neg,add(txn.bg_shadow_percent) if {{ var(txn.bg_shadow_percent) -m int gt 0 }}
     acl bg_shadow_sampled var(txn.bg_shadow) -m int gt 0
     http-request wait-for-body time 1s if bg_shadow_sampled

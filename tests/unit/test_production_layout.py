@@ -40,6 +40,7 @@ needs_root = pytest.mark.skipif(
 class Layout:
     root: Path
     output: str
+    addresses: dict[str, str]  # inventory host -> its ansible_host (a loopback address each)
 
     @property
     def haproxy_cfg(self) -> str:
@@ -83,13 +84,8 @@ def layout() -> Iterator[Layout]:
             # the address the lb reaches each node at: a loopback address per node here
             "ansible_host": "127.0.0.1",
         }
-        overlay = {
-            "all": {
-                "hosts": {
-                    host: {**local, "ansible_host": f"127.0.0.{n}"} for n, host in enumerate(hosts(), 2)
-                }
-            }
-        }
+        addresses = {host: f"127.0.0.{n}" for n, host in enumerate(hosts(), 2)}
+        overlay = {"all": {"hosts": {host: {**local, "ansible_host": addresses[host]} for host in addresses}}}
         (root / "local.yml").write_text(json.dumps(overlay))
         # the release the node would run: this venv's logplatform (config.yml validates with it)
         venv = root / "node" / "releases" / VERSION / "venv" / "bin"
@@ -100,6 +96,10 @@ def layout() -> Iterator[Layout]:
             "layout_node": NODE,
             "haproxy_root": str(root / "lb"),
             "haproxy_install_package": False,
+            # free ports, so the rendered HAProxy can run beside the lab (:8080, :8081, :8404)
+            "haproxy_live_port": free_port(),
+            "haproxy_preview_port": free_port(),
+            "haproxy_stats_port": free_port(),
             "logplatform_root": str(root / "node"),
             "logplatform_version": VERSION,
             "logplatform_listen_port": free_port(),
@@ -121,7 +121,7 @@ def layout() -> Iterator[Layout]:
         )
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0, output[-6000:]
-        yield Layout(root, output)
+        yield Layout(root, output, addresses)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -191,3 +191,93 @@ def test_the_node_runs_as_its_service_user_from_the_rendered_layout(layout: Layo
         proc.terminate()
         proc.wait(20)
         log.close()
+
+
+def section(config: str, name: str) -> list[str]:
+    """The stripped lines of one section (``global``, ``frontend live``, ...) of haproxy.cfg."""
+    lines = config.splitlines()
+    start = lines.index(name)
+    body = []
+    for line in lines[start + 1 :]:
+        if line and not line.startswith(" "):
+            break
+        if line.strip() and not line.strip().startswith("#"):
+            body.append(line.strip())
+    return body
+
+
+def test_production_haproxy_config_drops_to_the_haproxy_user(layout: Layout) -> None:
+    global_section = section(layout.haproxy_cfg, "global")
+    assert "user haproxy" in global_section
+    assert "group haproxy" in global_section
+    (runtime,) = [line for line in global_section if line.startswith("stats socket")]
+    # the master keeps running as root (it binds, reloads, owns the socket): root-only by default
+    assert " mode 600 " in runtime, runtime
+
+
+def test_production_preview_and_nodes_listen_on_internal_addresses(layout: Layout) -> None:
+    config = layout.haproxy_cfg
+    (live,) = [line for line in section(config, "frontend live") if line.startswith("bind ")]
+    (preview,) = [line for line in section(config, "frontend preview") if line.startswith("bind ")]
+    assert live.startswith("bind 0.0.0.0:")  # the front door, for log shippers
+    assert preview.startswith("bind 127.0.0.1:")  # validation runs on the lb itself
+    node = tomllib.loads((layout.node / "etc" / "logplatform.toml").read_text())
+    # the address the lb uses to reach this node (its ansible_host here), not every address
+    assert node["listen_host"] == layout.addresses[NODE]
+    assert f"server {NODE} {layout.addresses[NODE]}:{node['listen_port']} check" in config
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+def uid_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+
+
+@needs_root
+def test_production_haproxy_workers_run_as_haproxy_and_the_runtime_api_answers(layout: Layout) -> None:
+    """The rendered config run as systemd's unit runs it (root, master-worker): the master stays root,
+    every worker is the haproxy user, and the runtime socket answers the controller (root)."""
+    cfg = layout.root / "lb" / "haproxy.cfg"
+    admin = layout.root / "lb" / "admin.sock"
+    proc = subprocess.Popen(
+        [shutil.which("haproxy") or "/usr/sbin/haproxy", "-W", "-db", "-f", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (admin.exists() and children(proc.pid)):
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "haproxy did not start"
+            time.sleep(0.1)
+        haproxy_uid = pwd.getpwnam("haproxy").pw_uid
+        assert uid_of(proc.pid) == 0
+        workers = children(proc.pid)
+        assert workers
+        assert {uid_of(pid) for pid in workers} == {haproxy_uid}
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(admin))
+            sock.sendall(b"show info\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert b"Name: HAProxy" in answer
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
