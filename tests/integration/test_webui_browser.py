@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
@@ -337,3 +338,24 @@ def test_rollback_from_the_browser_flips_the_overview_back(dashboard, playwright
     assert state()["live"] == haproxy_live() == previous
     last = history()[-1]
     assert (last["action"], last["result"], last["actor"]) == ("rollback", "ok", OPERATOR)
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/\\evil.example/", "/history\r\nSet-Cookie: stolen=1", "//evil.example/"],
+    ids=["backslash", "crlf", "two-slashes"],
+)
+def test_a_login_with_a_foreign_next_stays_on_the_dashboard(dashboard, playwright, target):
+    """In Chromium: the login form posts to /login?next=<target>; the browser lands on the overview of
+    this dashboard, logged in (before: a 500 for CR/LF, a 404 page for the quoted backslash)."""
+    browser = launch(playwright)
+    try:
+        page = browser.new_page()
+        page.goto(f"{dashboard.url}/login?{urlencode({'next': target})}")
+        page.get_by_test_id("login-username").fill(OPERATOR)
+        page.get_by_test_id("login-password").fill(PASSWORD)
+        page.get_by_test_id("login-submit").click()
+        expect(page.get_by_test_id("current-user")).to_have_text(f"{OPERATOR} (operator)")
+        assert page.url == f"{dashboard.url}/"
+    finally:
+        browser.close()
