@@ -8,7 +8,6 @@ import os
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -24,6 +23,7 @@ from tests.integration.lab import (
     sink_lines,
     state,
 )
+from tests.unit.haproxy_fixture import process_uids
 
 
 def entries(n: int, prefix: str | None = None) -> list[dict]:
@@ -158,21 +158,6 @@ def test_a_client_cannot_write_into_a_shadow_sink(lab, url, name):
     assert resp.status == 200, resp.body
     assert {e["id"] for e in batch} <= set(sink_ids())
     assert shadow_sink_sizes() == before
-
-
-def process_uids(pid: int) -> dict[int, int]:
-    """pid -> real uid of a process and its children (HAProxy's master and its workers)."""
-    uids = {}
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
-            status = (stat_file.parent / "status").read_text()
-        except OSError:
-            continue
-        this = int(stat_file.parent.name)
-        if pid in (this, ppid):
-            uids[this] = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-    return uids
 
 
 def test_haproxy_runs_as_the_current_user_on_the_lab(lab):

@@ -158,6 +158,21 @@ class HAProxy:
             time.sleep(0.05)
 
 
+def process_uids(pid: int) -> dict[int, int]:
+    """pid -> real uid of a process and of its children (HAProxy's master and its workers), from /proc."""
+    uids = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
+            status = (stat_file.parent / "status").read_text()
+        except OSError:
+            continue
+        this = int(stat_file.parent.name)
+        if pid in (this, ppid):
+            uids[this] = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+    return uids
+
+
 def _launch(directory: Path) -> subprocess.Popen:
     sock = directory / "admin.sock"
     sock.unlink(missing_ok=True)

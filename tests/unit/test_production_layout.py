@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, VENV_BIN
+from tests.unit.haproxy_fixture import free_port, process_uids
 
 NODE = "logs-blue-1.example.net"
 # An unprivileged user and group that exist on any Debian: the node's service user here.
@@ -49,12 +50,6 @@ class Layout:
     @property
     def node(self) -> Path:
         return self.root / "node"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def hosts() -> list[str]:
@@ -227,23 +222,6 @@ def test_production_preview_and_nodes_listen_on_internal_addresses(layout: Layou
     assert f"server {NODE} {layout.addresses[NODE]}:{node['listen_port']} check" in config
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat_file.parent.name))
-    return found
-
-
-def uid_of(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-
-
 @needs_root
 def test_production_haproxy_workers_run_as_haproxy_and_the_runtime_api_answers(layout: Layout) -> None:
     """The rendered config run as systemd's unit runs it (root, master-worker): the master stays root,
@@ -257,15 +235,14 @@ def test_production_haproxy_workers_run_as_haproxy_and_the_runtime_api_answers(l
     )
     try:
         deadline = time.monotonic() + 20
-        while not (admin.exists() and children(proc.pid)):
+        while not (admin.exists() and len(process_uids(proc.pid)) > 1):
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
             assert time.monotonic() < deadline, "haproxy did not start"
             time.sleep(0.1)
-        haproxy_uid = pwd.getpwnam("haproxy").pw_uid
-        assert uid_of(proc.pid) == 0
-        workers = children(proc.pid)
-        assert workers
-        assert {uid_of(pid) for pid in workers} == {haproxy_uid}
+        uids = process_uids(proc.pid)
+        assert uids.pop(proc.pid) == 0  # the master
+        assert uids  # its workers
+        assert set(uids.values()) == {pwd.getpwnam("haproxy").pw_uid}
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(5)
             sock.connect(str(admin))

@@ -363,3 +363,22 @@ def test_records(counters, percent, verdicts, why):
     assert tuple(r["verdict"] for r in records) == verdicts
     assert [r["name"] for r in records] == ["shadow_mirrored", "shadow_mismatches", "shadow_errors"]
     assert why in records[0]["message"]
+
+
+def test_a_batch_both_colors_refuse_is_a_match_not_a_shadow_error(lab):
+    """A client's batch nested hundreds of levels deep must not fail a deploy's validation: the live
+    and the idle color both refuse it with 400 (and X-Logplatform-Accepted: 0), which the mirror counts
+    as a match, not an error (it was a 500 without that header, a shadow error)."""
+    lb, nodes = lab
+    shadow(lb, state="started", percent=100)
+    tree: object = 1
+    for _ in range(300):
+        tree = [tree]
+    client = Client(lb.live_port)
+    assert client.post([{**batch(1)[0], "tree": tree}]) == 400
+    client.close()
+    counters = wait_mirrored(lb, 1)
+    failed, result = shadow(lb, state="stopped", fail_on_failed=True)
+    assert not failed, result
+    assert (counters["mirrored"], counters["errors"], counters["mismatched"]) == (1, 0, 0), counters
+    assert lines(nodes["green"].sink_dir.parent / "shadow") == []
