@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -55,3 +59,21 @@ def run_module(name: str, args: dict, check_mode: bool = False) -> tuple[bool, d
         except AnsibleFailJson as failed:
             return True, failed.result
     raise AssertionError(f"module {name} returned without exit_json or fail_json")
+
+
+def dead_run(state_dir: Path, failure: dict, version: str = "1.2.0") -> tuple[dict, int]:
+    """What a killed ansible-playbook leaves: a deploy begun (bluegreen_state action=begin) by a controller
+    whose process is gone, stopped in stage validate after action=fail stored `failure`. (run, dead pid)"""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    controller = {"pid": dead.pid, "user": "alice", "host": socket.gethostname()}
+    params = {"dir": str(state_dir), "action": "begin", "run_action": "deploy", "version": version}
+    failed, begun = run_module("bluegreen_state", {**params, "controller": controller})
+    assert not failed, begun
+    run = begun["run"]
+    for action, extra in (("stage", {"stage": "validate"}), ("fail", {"failure": failure})):
+        failed, result = run_module(
+            "bluegreen_state", {"dir": str(state_dir), "action": action, "run": run, **extra}
+        )
+        assert not failed, result
+    return run, dead.pid

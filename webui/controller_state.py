@@ -15,11 +15,21 @@ from ansible.module_utils.bluegreen_state import (
     COLORS,
     StateDir,
     StateError,
+    abandoned_run,
+    describe_failure,
     describe_holder,
     other_color,
 )
 
-__all__ = ["COLORS", "ControllerState", "StateError", "describe_holder", "other_color"]
+__all__ = [
+    "COLORS",
+    "ControllerState",
+    "StateError",
+    "abandoned_run",
+    "describe_failure",
+    "describe_holder",
+    "other_color",
+]
 
 
 class ControllerState:

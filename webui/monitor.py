@@ -16,6 +16,8 @@ from webui.controller_state import (
     COLORS,
     ControllerState,
     StateError,
+    abandoned_run,
+    describe_failure,
     describe_holder,
     other_color,
     seconds_until,
@@ -97,6 +99,11 @@ class Monitor:
     def state_summary(self) -> dict:
         out: dict[str, Any] = {"state": None, "state_error": None, "live": None, "idle": None}
         try:
+            lock = self.controller.lock()
+        except OSError as exc:
+            lock = {"error": str(exc)}
+        out["lock"] = lock
+        try:
             state = self.controller.state()
         except (StateError, OSError) as exc:
             out["state_error"] = str(exc)
@@ -112,14 +119,13 @@ class Monitor:
                 live={"color": live, "version": versions.get(live)},
                 idle={"color": idle, "version": versions.get(idle)},
                 deployment=state.get("deployment"),
+                # the last run's failure as `fail` stored it, and a running deployment nobody runs any more
+                failure=state.get("failure"),
+                failure_text=describe_failure(state["failure"]) if state.get("failure") else None,
+                abandoned=abandoned_run(state, lock if lock and "error" not in lock else None),
                 warm_until=state.get("warm_until"),
                 warm_seconds_left=seconds_until(state.get("warm_until")),
             )
-        try:
-            lock = self.controller.lock()
-        except OSError as exc:
-            lock = {"error": str(exc)}
-        out["lock"] = lock
         out["lock_text"] = describe_holder(lock) if lock else None
         return out
 

@@ -343,7 +343,7 @@ def run_message(
     if action == "retire":
         return f"retire refused or failed: {where}"
     live = run.get("from") or "the live color"
-    return f"{action} to {run.get('to')} refused or failed: {where}. {live} stays live."
+    return f"{action} to {run.get('to') or 'the other color'} refused or failed: {where}. {live} stays live."
 
 
 class Lifecycle:
@@ -422,6 +422,7 @@ class Lifecycle:
             "started_at": now(),
             "controller": {key: controller.get(key) for key in ("pid", "user", "host", "actor")},
             "dir": self.store.path,
+            "warm_until": state.get("warm_until"),
         }
         holder = {
             **run_holder(run),
@@ -561,6 +562,14 @@ class Lifecycle:
     def _failure(state: dict, run: dict) -> dict | None:
         failure = state.get("failure")
         return failure if failure and failure.get("run_id") == run.get("id") else None
+
+
+def describe_failure(failure: dict) -> str:
+    """A stored failure in one line, for status.yml and the dashboard."""
+    return (
+        f"{failure.get('run_id')} in stage {failure.get('stage')}: "
+        f'check "{failure.get("check")}" on {failure.get("host")}: {failure.get("observed")}'
+    )
 
 
 def abandoned_run(state: dict | None, lock: dict | None) -> dict | None:

@@ -42,11 +42,11 @@ author: bluegreen
 EXAMPLES = r"""
 - name: Save the report of every check of this deployment
   bluegreen_report:
-    path: "{{ bluegreen_state_dir }}/reports/{{ bluegreen_run_facts.id }}.json"
+    path: "{{ bluegreen_state_dir }}/reports/{{ bluegreen_run.id }}.json"
     deployment:
-      id: "{{ bluegreen_run_facts.id }}"
+      id: "{{ bluegreen_run.id }}"
       version: "{{ bluegreen_version }}"
-      idle: "{{ bluegreen_run_facts.idle }}"
+      idle: "{{ bluegreen_run.idle }}"
     records: >-
       {{ (ansible_play_hosts_all | map('extract', hostvars, ['bluegreen_health', 'records']) | flatten)
          + bluegreen_drift.all_records + bluegreen_perf_preview.records }}

@@ -64,7 +64,14 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.bluegreen_haproxy import HAProxyRuntime, HAProxyRuntimeError
-from ansible.module_utils.bluegreen_state import COLORS, StateDir, StateError, abandoned_run, other_color
+from ansible.module_utils.bluegreen_state import (
+    COLORS,
+    StateDir,
+    StateError,
+    abandoned_run,
+    describe_failure,
+    other_color,
+)
 from ansible.module_utils.bluegreen_stats import summarize
 from ansible.module_utils.urls import open_url
 
@@ -146,10 +153,7 @@ def render(s: dict) -> list[str]:
         )
     failure = s["failure"]
     if failure:
-        lines.append(
-            f"failed {failure.get('run_id')} in stage {failure.get('stage')}: "
-            f'check "{failure.get("check")}" on {failure.get("host")}: {failure.get("observed")}'
-        )
+        lines.append(f"failed {describe_failure(failure)}")
     lines += [
         f"past   {h.get('at', '?')[:19]} {h.get('action')} {h.get('from', '')}->{h.get('to', '')} "
         f"{h.get('version', '')} {h.get('result', '')}"

@@ -43,6 +43,23 @@ def deploy(version: str, *extra: str):
     return run_playbook("deploy.yml", "-e", f"bluegreen_version={version}", *FAST, *extra)
 
 
+def start_deploy(version: str, *extra: str) -> subprocess.Popen:
+    """A deploy in the background, in a session of its own (killpg stops it with its workers)."""
+    return subprocess.Popen(
+        [
+            str(VENV_BIN / "ansible-playbook"),
+            "playbooks/deploy.yml",
+            "-e",
+            f"bluegreen_version={version}",
+            *extra,
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def assert_old_color_gets_nothing_new(old: str, new: str) -> None:
     """After a switch: over two seconds of live load the old color gets no request, the new one does."""
     before_old, before_new = backend_requests(old), backend_requests(new)
@@ -202,21 +219,7 @@ def test_concurrent_deploy_refused_and_killed_deploy_leaves_stale_lock_that_can_
     sampler = threading.Thread(target=_agreement_sampler, args=(stop, disagreements))
     sampler.start()
     try:
-        first = subprocess.Popen(
-            [
-                *(
-                    str(VENV_BIN / "ansible-playbook"),
-                    "playbooks/deploy.yml",
-                    "-e",
-                    "bluegreen_version=1.1.0",
-                ),
-                *("-e", "bluegreen_watch_seconds=30"),
-            ],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        first = start_deploy("1.1.0", "-e", "bluegreen_watch_seconds=30")
         deadline = time.monotonic() + 120
         while (state().get("deployment") or {}).get("stage") != "watch" and time.monotonic() < deadline:
             assert first.poll() is None, "the first deploy ended before its watch stage"
@@ -252,6 +255,84 @@ def test_concurrent_deploy_refused_and_killed_deploy_leaves_stale_lock_that_can_
         sampler.join()
     assert disagreements == []
     assert state()["live"] == haproxy_live()
+
+
+def test_run_killed_mid_validate_shows_its_failure_and_stale_lock_and_a_rerun_after_the_break_completes(
+    releases, tmp_path
+):
+    """The controller dies in stage 3, after `fail` stored why the stage failed and before the run could
+    end: status.yml shows the running deployment stopped at validate (abandoned), the failure (stage,
+    check, host, observed) and the stale lock naming the dead pid; a plain re-run is refused, a re-run
+    with bluegreen_break_lock=true completes and records the dead run in history."""
+    live = state()["live"]
+    idle = other(live)
+    first = start_deploy(
+        "1.2.0",
+        "-e",
+        '{"logplatform_fault": {"never_ready": true}}',
+        "-e",
+        "bluegreen_ready_timeout=4",
+        *FAST,
+    )
+    deadline = time.monotonic() + 180
+    # the failure is stored by `fail` in stage 3's rescue; the run still has several tasks (the report,
+    # the skipped stages, finish) before `end`, each well over the 20 ms this loop sleeps
+    while True:
+        now = state()  # this run's own failure, not one a run before it left in state.json
+        if (now.get("failure") or {}).get("run_id") == (now.get("deployment") or {}).get("id", "none"):
+            break
+        assert first.poll() is None, "the deploy ended before its validation failed"
+        assert time.monotonic() < deadline, "no failure recorded within 180 s"
+        time.sleep(0.02)
+    os.killpg(first.pid, signal.SIGKILL)  # the ansible-playbook (and its workers) killed mid-validate
+    first.wait()
+
+    killed = state()
+    assert killed["deployment"]["stage"] == "validate"
+    failure = killed["failure"]
+    assert failure["run_id"] == killed["deployment"]["id"]
+    assert (failure["stage"], failure["check"]) == ("validate", "health_ready")
+    assert failure["host"] in {f"{idle}-1", f"{idle}-2"}
+    assert "threshold 200 within 4s" in failure["observed"]
+    assert state()["live"] == haproxy_live() == live
+
+    status_file = tmp_path / "status.json"
+    run = run_playbook("status.yml", "-e", f"bluegreen_status_file={status_file}")
+    assert run.returncode == 0, run.output[-2000:]
+    status = json.loads(status_file.read_text())
+    assert {k: status["failure"][k] for k in ("stage", "check", "host", "observed")} == {
+        k: failure[k] for k in ("stage", "check", "host", "observed")
+    }
+    assert status["lock"]["stale"] is True and str(first.pid) in status["lock"]["stale_reason"]
+    assert status["abandoned"]["run_id"] == failure["run_id"] and status["abandoned"]["stage"] == "validate"
+    assert "ABANDONED" in run.output and "health_ready" in run.output  # the lines: unit-tested
+    assert "STALE" in run.output
+
+    refused = deploy("1.1.0")
+    assert refused.returncode != 0
+    assert "bluegreen_break_lock=true" in refused.output
+    assert state()["failure"]["run_id"] == failure["run_id"]  # a refused run changes nothing
+
+    rerun = deploy("1.1.0", "-e", "bluegreen_break_lock=true")
+    assert rerun.returncode == 0, rerun.output[-3000:]
+    after = state()
+    assert (after["live"], after["versions"][idle], after["deployment"], after["failure"]) == (
+        idle,
+        "1.1.0",
+        None,
+        None,
+    )
+    assert haproxy_live() == idle
+    assert not (STATE_DIR / "deploy.lock").exists()
+    lines = history()[-3:]
+    assert [h["result"] if h["action"] != "break-lock" else "break" for h in lines] == [
+        "break",
+        "abandoned",
+        "ok",
+    ]
+    assert lines[0]["broken_lock"]["pid"] == first.pid
+    assert (lines[1]["deployment_id"], lines[1]["failure"]["check"]) == (failure["run_id"], "health_ready")
+    assert set(lines[2]["durations_s"]) >= {"preflight", "provision", "validate", "switch", "watch", "total"}
 
 
 def test_check_mode_changes_nothing_and_shows_the_diff(releases):

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 
 import pytest
 
-from tests.ansible_modules import run_module
+from tests.ansible_modules import dead_run, run_module
 from tests.unit import haproxy_fixture
 from tests.unit.node_fixture import running_nodes
 
@@ -131,32 +129,13 @@ def test_corrupt_state_fails_naming_the_file(haproxy, state_dir):
 def test_a_dead_run_shows_its_stage_its_stale_lock_and_its_recorded_failure(haproxy, state_dir):
     """What an operator sees after a controller died mid-run: the running deployment at its stage,
     marked abandoned because its lock is stale (holder gone), and the failure `fail` stored."""
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    controller = {"pid": dead.pid, "user": "alice", "host": socket.gethostname()}
-    failed, begun = run_module(
-        "bluegreen_state",
-        {
-            "dir": str(state_dir),
-            "action": "begin",
-            "run_action": "deploy",
-            "version": "1.2.0",
-            "controller": controller,
-        },
-    )
-    assert not failed, begun
-    run = begun["run"]
-    run_module("bluegreen_state", {"dir": str(state_dir), "action": "stage", "run": run, "stage": "validate"})
     failure = {"stage": "validate", "check": "perf_p99", "host": "green via preview", "observed": "812 ms"}
-    failed, result = run_module(
-        "bluegreen_state", {"dir": str(state_dir), "action": "fail", "run": run, "failure": failure}
-    )
-    assert not failed, result
+    run, dead_pid = dead_run(state_dir, failure)
     failed, result = status(haproxy, state_dir)
     assert not failed, result
     s = result["status"]
     assert s["deployment"]["id"] == run["id"] and s["deployment"]["stage"] == "validate"
-    assert s["lock"]["stale"] is True and str(dead.pid) in s["lock"]["stale_reason"]
+    assert s["lock"]["stale"] is True and str(dead_pid) in s["lock"]["stale_reason"]
     assert s["abandoned"] == {
         "run_id": run["id"],
         "action": "deploy",
@@ -165,7 +144,7 @@ def test_a_dead_run_shows_its_stage_its_stale_lock_and_its_recorded_failure(hapr
     }
     assert {k: s["failure"][k] for k in failure} == failure
     lines = "\n".join(result["lines"])
-    assert f"deploy {run['id']} at stage validate  ABANDONED: holder process {dead.pid}" in lines
+    assert f"deploy {run['id']} at stage validate  ABANDONED: holder process {dead_pid}" in lines
     assert f'failed {run["id"]} in stage validate: check "perf_p99" on green via preview: 812 ms' in lines
     assert "STALE" in lines
 

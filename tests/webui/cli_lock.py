@@ -1,6 +1,7 @@
-"""A CLI ansible-playbook that takes the deploy lock exactly as a CLI deploy does (the bluegreen role's
-own take_lock.yml, the bluegreen_controller lookup naming this process), holds it until the test opens
-a gate, and releases it. Cheaper than a whole deploy, and it is the real lock, not a file a test wrote.
+"""A CLI ansible-playbook that takes the deploy lock exactly as a CLI deploy does (bluegreen_state
+action=begin, the bluegreen_controller lookup naming this process), holds it until the test opens a
+gate, and ends the run (action=end). Cheaper than a whole deploy, and it is the real lock, not a file a
+test wrote.
 """
 
 from __future__ import annotations
@@ -17,33 +18,30 @@ PLAYBOOK = """
   hosts: lb
   gather_facts: false
   tasks:
-    - name: Name the run as preflight does
-      ansible.builtin.set_fact:
-        bluegreen_run:
-          id: "{{ now(utc=true, fmt='%Y%m%dT%H%M%SZ') }}-cli-hold"
-          action: deploy
-          version: "1.1.0"
-          controller: "{{ lookup('bluegreen_controller') }}"
-      run_once: true
-
     - name: Hold the lock until the gate opens
       block:
-        - name: Take the deploy lock
-          ansible.builtin.include_role:
-            name: bluegreen
-            tasks_from: take_lock.yml
+        - name: Begin the run as preflight does
+          bluegreen_state:
+            dir: "{{ bluegreen_state_dir }}"
+            action: begin
+            run_action: deploy
+            version: "1.1.0"
+            controller: "{{ lookup('bluegreen_controller') }}"
+          register: begun
+          run_once: true
 
         - name: Wait for the gate
           ansible.builtin.wait_for:
             path: "{{ gate }}"
             timeout: 300
       always:
-        - name: Release the deploy lock
+        - name: End the run, releasing the lock
           bluegreen_state:
             dir: "{{ bluegreen_state_dir }}"
-            action: unlock
-            deployment_id: "{{ bluegreen_run.id }}"
+            action: end
+            run: "{{ begun.run }}"
           run_once: true
+          when: begun.run is defined
 """
 
 
@@ -80,7 +78,7 @@ class CliLock:
                 lock = json.loads(path.read_text())
             except (OSError, ValueError):
                 lock = {}
-            if str(lock.get("deployment_id", "")).endswith("-cli-hold"):
+            if lock.get("pid") == self.proc.pid:
                 return lock
             time.sleep(0.1)
         raise AssertionError(f"no CLI lock after 120 s: {self.log.read_text()[-3000:]}")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ansible_modules import dead_run
 from tests.webui.conftest import free_port, login, stream, write_lock
 from webui import create_app
 
@@ -209,12 +210,18 @@ def test_overview_shows_state_health_rates_lock_and_chart(config, users_file, ha
         holder.wait()
 
 
-def test_overview_without_haproxy_or_state(config, users_file, project):
-    (project / ".lab" / "lb" / "state" / "state.json").unlink()
+def viewer_client(config: dict, users_file: Path):
+    """The dashboard app (no HAProxy) and a test client logged in as a viewer."""
     app = create_app(config)
     shutil.copy(users_file, app.config["USERS_FILE"])
     client = app.test_client()
     login(client, "victor")
+    return app, client
+
+
+def test_overview_without_haproxy_or_state(config, users_file, project):
+    (project / ".lab" / "lb" / "state" / "state.json").unlink()
+    app, client = viewer_client(config, users_file)
     try:
         data = client.get("/api/overview").get_json()
         assert data["live"] is None
@@ -226,5 +233,26 @@ def test_overview_without_haproxy_or_state(config, users_file, project):
         page = client.get("/").get_data(as_text=True)
         assert 'data-color=""' in page
         assert "no state.json" in page
+    finally:
+        app.extensions["bluegreen"].monitor.stop()
+
+
+def test_overview_shows_a_dead_runs_stage_stale_lock_and_stored_failure(config, users_file, project):
+    """A controller that died in stage 3 after `fail` stored why: the overview shows the deployment at
+    validate as abandoned, the stale lock (Break enabled), and the failure - all from the state dir."""
+    state_dir = project / ".lab" / "lb" / "state"
+    failure = {"stage": "validate", "check": "health_ready", "host": "green-1", "observed": "503 for 30s"}
+    run, dead_pid = dead_run(state_dir, failure)
+    app, client = viewer_client(config, users_file)
+    try:
+        data = client.get("/api/overview").get_json()
+        assert data["lock"]["stale"] is True and str(dead_pid) in data["lock"]["stale_reason"]
+        assert data["abandoned"]["run_id"] == run["id"] and data["abandoned"]["stage"] == "validate"
+        assert {k: data["failure"][k] for k in failure} == failure
+        text = f'{run["id"]} in stage validate: check "health_ready" on green-1: 503 for 30s'
+        assert data["failure_text"] == text
+        page = client.get("/").get_data(as_text=True)
+        assert f"{run['id']} (validate) ABANDONED: holder process {dead_pid}" in page
+        assert f"failed {text}".replace('"', "&#34;") in page
     finally:
         app.extensions["bluegreen"].monitor.stop()

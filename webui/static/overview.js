@@ -43,7 +43,12 @@
     lock.dataset.held = data.lock ? "true" : "false";
     lock.dataset.stale = data.lock && data.lock.stale ? "true" : "false";
     const dep = data.deployment;
-    setText("deployment", dep ? dep.id + " (" + dep.stage + ")" : "none");
+    const abandoned = data.abandoned ? " ABANDONED: " + data.abandoned.reason : "";
+    setText("deployment", dep ? dep.id + " (" + dep.stage + ")" + abandoned : "none");
+    document.getElementById("deployment").dataset.abandoned = data.abandoned ? "true" : "false";
+    const failure = document.getElementById("last-failure");
+    failure.hidden = !data.failure_text;
+    failure.textContent = data.failure_text ? "failed " + data.failure_text : "";
     const stateError = document.getElementById("state-error");
     stateError.hidden = !data.state_error;
     stateError.textContent = data.state_error || "";
