@@ -1,7 +1,8 @@
-"""A CLI ansible-playbook that takes the deploy lock exactly as a CLI deploy does (bluegreen_state
-action=begin, the bluegreen_controller lookup naming this process), holds it until the test opens a
-gate, and ends the run (action=end). Cheaper than a whole deploy, and it is the real lock, not a file a
-test wrote.
+"""A CLI ansible-playbook that holds the real deploy lock (bluegreen_state's lock, written by the module,
+the bluegreen_controller lookup naming this process as a CLI run's lock does) until the test opens a
+gate, then releases it. It begins no run, so it leaves no running deployment and no history line: the
+tests that use it assert that nothing was started. Cheaper than a whole deploy, and the real lock, not
+a file a test wrote.
 """
 
 from __future__ import annotations
@@ -14,20 +15,24 @@ from pathlib import Path
 from tests.conftest import REPO, VENV_BIN
 
 PLAYBOOK = """
-- name: Hold the deploy lock as a CLI deploy takes it, until the test opens the gate
+- name: Hold the deploy lock as a CLI run holds it, until the test opens the gate
   hosts: lb
   gather_facts: false
   tasks:
     - name: Hold the lock until the gate opens
+      vars:
+        suffix: "{{ '%06x' | format(16777216 | random) }}"
+        holder:
+          deployment_id: "{{ now(utc=true, fmt='%Y%m%dT%H%M%SZ') }}-cli-hold-{{ suffix }}"
+          action: deploy
+          version: "1.1.0"
       block:
-        - name: Begin the run as preflight does
+        - name: Take the deploy lock as this ansible-playbook (the bluegreen_controller lookup names it)
           bluegreen_state:
             dir: "{{ bluegreen_state_dir }}"
-            action: begin
-            run_action: deploy
-            version: "1.1.0"
-            controller: "{{ lookup('bluegreen_controller') }}"
-          register: begun
+            action: lock
+            holder: "{{ holder | combine(lookup('bluegreen_controller')) }}"
+          register: taken
           run_once: true
 
         - name: Wait for the gate
@@ -35,13 +40,13 @@ PLAYBOOK = """
             path: "{{ gate }}"
             timeout: 300
       always:
-        - name: End the run, releasing the lock
+        - name: Release the deploy lock
           bluegreen_state:
             dir: "{{ bluegreen_state_dir }}"
-            action: end
-            run: "{{ begun.run }}"
+            action: unlock
+            deployment_id: "{{ taken.lock.deployment_id }}"
           run_once: true
-          when: begun.run is defined
+          when: taken.lock is defined
 """
 
 

@@ -145,7 +145,7 @@ def test_deploy_refused_while_a_cli_deploy_holds_the_lock(operator, app):
 
 
 def test_deploy_refused_while_a_real_cli_playbook_holds_the_lock(operator, app, project, tmp_path):
-    """The lock taken by a real ansible-playbook through bluegreen_state action=begin: Deploy shows
+    """The lock taken by a real ansible-playbook through bluegreen_state: Deploy shows
     that process as the holder and starts nothing; once it lets go, the lock is free again."""
     holder = CliLock(tmp_path, project / "inventories" / "local", state_dir(app))
     try:
