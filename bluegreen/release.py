@@ -1,9 +1,19 @@
-"""Build logplatform release x.y.z into the release store, ready for offline install on any host.
+"""Build logplatform release x.y.z ONCE, on the controller, into an artifact a node only unpacks and starts.
 
-A release is `<store>/<version>/bundle.tar` (the logplatform wheel at that version plus every wheel it
-depends on, pinned to the controller's requirements.txt) and `<store>/<version>/manifest.json`
-(version, file checksums, source commit). The logplatform role copies the bundle to each host and
-installs it there without network access.
+A release is `<store>/<version>/release.tar.gz` and `<store>/<version>/manifest.json`:
+
+- `release.tar.gz` holds `venv/`, a complete relocatable virtualenv (`uv venv --relocatable`: entry
+  points find their interpreter relative to themselves, so the tree works wherever it is unpacked) with
+  the logplatform wheel at that version and every dependency, pinned to the controller's
+  requirements.txt, installed offline from their wheels by `uv pip install`, bytecode compiled.
+- `manifest.json` (format 2): name, version, wheel, packages {name: version}, built_at, source_commit,
+  the artifact's file name and sha256, and `python`: the interpreter the virtualenv was built on
+  (executable, version, implementation, cache_tag, soabi, platform).
+
+What the artifact assumes of a node: the same CPython minor version, ABI and platform (the compiled
+dependencies: aiohttp, orjson, uvloop ...); the interpreter may live at another path on the node
+(`logplatform_python`). The `bluegreen_release` module checks that on the node before unpacking and
+refuses a mismatch naming both sides. The node needs nothing else: no pip, no network, no uv.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import tempfile
 from pathlib import Path
@@ -76,20 +87,46 @@ def _source_commit() -> str:
     return out.stdout.strip()
 
 
-def _run(argv: list[str]) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+ARTIFACT = "release.tar.gz"
+MANIFEST_FORMAT = 2
+
+
+def _run(argv: list[str], cwd: Path | None = None) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=cwd)
     if result.returncode != 0:
         command = " ".join(argv[:4])
         raise ReleaseError(f"{command} ... failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def _uv() -> str:
+    try:
+        from uv import find_uv_bin  # noqa: PLC0415 - only a build needs it
+    except ImportError as exc:
+        raise ReleaseError("uv is not installed in the controller's environment: run `make setup`") from exc
+    return find_uv_bin()
+
+
+def base_python() -> dict[str, str]:
+    """The interpreter the release's virtualenv is built on (this one's base, not the controller's venv)."""
+    return {
+        "executable": str(Path(sys._base_executable).resolve()),
+        "version": ".".join(map(str, sys.version_info[:3])),
+        "implementation": sys.implementation.name,
+        "cache_tag": sys.implementation.cache_tag,
+        "soabi": sysconfig.get_config_var("SOABI") or "",
+        "platform": sysconfig.get_platform(),
+    }
 
 
 def build(version: str, store: Path = DEFAULT_STORE, force: bool = False) -> Path:
     """Build the release and return its directory. Idempotent: an existing release is kept."""
     target = release_dir(store, version)
-    if (target / "manifest.json").exists() and not force:
+    if not force and _manifest_format(target) >= MANIFEST_FORMAT:
         log.info("release %s already in %s", version, store)
         return target
     store.mkdir(parents=True, exist_ok=True)
+    python = base_python()
     with tempfile.TemporaryDirectory(prefix=f".build-{version}-", dir=store) as tmp:
         work = Path(tmp)
         source = work / "src"
@@ -105,7 +142,8 @@ def build(version: str, store: Path = DEFAULT_STORE, force: bool = False) -> Pat
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
         _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)])
         built = next(wheels.glob("logplatform-*.whl"))
-        # Every dependency as a wheel, at the versions the controller itself is tested with.
+        # Every dependency as a wheel, at the versions the controller itself is tested with (pip, so the
+        # machine's index configuration applies).
         _run(
             [
                 *pip,
@@ -118,23 +156,42 @@ def build(version: str, store: Path = DEFAULT_STORE, force: bool = False) -> Pat
                 str(built),
             ]
         )
-        bundle = work / "bundle.tar"
-        with tarfile.open(bundle, "w") as tar:
-            for wheel in sorted(wheels.iterdir()):
-                tar.add(wheel, arcname=wheel.name)
+        # The complete virtualenv, offline from those wheels: built here once, only unpacked on nodes.
+        venv = work / "venv"
+        uv = [_uv(), "--no-config", "--quiet"]
+        _run([*uv, "venv", "--relocatable", "--python", python["executable"], str(venv)], cwd=work)
+        _run(
+            [
+                *(*uv, "pip", "install", "--python", str(venv / "bin" / "python")),
+                *("--offline", "--no-index", "--find-links", str(wheels)),
+                *("--compile-bytecode", "--link-mode", "copy", f"logplatform=={version}"),
+            ],
+            cwd=work,
+        )
+        # A release that cannot import its own service is not a release.
+        _run([str(venv / "bin" / "python"), "-c", "import logplatform.app, logplatform.__main__"])
+        packages = json.loads(
+            _run([*uv, "pip", "list", "--python", str(venv / "bin" / "python"), "--format", "json"], cwd=work)
+        )
+        staged = work / "release"
+        staged.mkdir()
+        artifact = staged / ARTIFACT
+        # members sorted, mtimes kept (the compiled bytecode is checked against them)
+        with tarfile.open(artifact, "w:gz", compresslevel=6) as tar:
+            tar.add(venv, arcname="venv", filter=_owned_by_root, recursive=True)
         manifest = {
+            "format": MANIFEST_FORMAT,
             "name": "logplatform",
             "version": version,
             "wheel": built.name,
+            "packages": {p["name"]: p["version"] for p in packages},
             "built_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "source_commit": _source_commit(),
-            "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-            "bundle_sha256": _sha256(bundle),
-            "files": {w.name: _sha256(w) for w in sorted(wheels.iterdir())},
+            "python": python,
+            "artifact": ARTIFACT,
+            "artifact_sha256": _sha256(artifact),
+            "artifact_bytes": artifact.stat().st_size,
         }
-        staged = work / "release"
-        staged.mkdir()
-        shutil.move(str(bundle), staged / "bundle.tar")
         (staged / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if target.exists():
             shutil.rmtree(target)
@@ -143,6 +200,22 @@ def build(version: str, store: Path = DEFAULT_STORE, force: bool = False) -> Pat
         os.sync()
     log.info("built release %s into %s", version, target)
     return target
+
+
+def _manifest_format(target: Path) -> int:
+    """The format of the release's manifest: 0 when there is none (an older store's bundle is format 1,
+    which nodes no longer install, so it is rebuilt)."""
+    try:
+        return int(json.loads((target / "manifest.json").read_text()).get("format", 1))
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def _owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Members carry no builder's user: the node's unpacking user owns what it unpacks."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,258 @@
+#!/usr/bin/python
+"""Unpack a prebuilt logplatform release (from `bluegreen release`) on a node; point `current` at it."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: bluegreen_release
+short_description: Install a prebuilt logplatform release on a node and point current at it
+description:
+  - A release artifact (C(release.tar.gz) from C(bluegreen release)) holds a complete relocatable
+    virtualenv, C(venv/). Installing it is unpacking it; nothing is built or downloaded on the node.
+  - Skips the work when the release is already installed with the same artifact (the marker
+    C(<dest>/.artifact-<sha256>)); a release rebuilt under the same version is unpacked again.
+  - Before unpacking, checks that the node's interpreter is the one the artifact was built for (same
+    implementation, cache tag, SOABI and platform, as recorded in the manifest) and refuses a mismatch
+    naming both; it may live at another path than on the builder, the virtualenv is pointed at it.
+  - Unpacks into a temporary directory beside I(dest) and renames it into place, so a run killed half
+    way never leaves a release that looks installed.
+  - With I(link), points that symlink (the node's C(current)) at I(dest), atomically.
+options:
+  dest:
+    description: The release directory on the node, C(<logplatform_root>/releases/<version>).
+    type: path
+    required: true
+  manifest:
+    description: The release's C(manifest.json) from the controller's release store (format 2).
+    type: dict
+    required: true
+  archive:
+    description: The artifact copied to the node. Required when the release is not installed yet.
+    type: path
+  python:
+    description: The node's interpreter for the release. Default, the one the manifest records.
+    type: str
+  link:
+    description: A symlink to point at I(dest) (the node's C(current)).
+    type: path
+  node:
+    description: Name of the node in messages (C(inventory_hostname)). Default, the host's name.
+    type: str
+  keep_archive:
+    description: Keep I(archive) after unpacking it (by default it is removed, the release dir holds it all).
+    type: bool
+    default: false
+author: bluegreen
+"""
+
+EXAMPLES = r"""
+- name: Install the release and point current at it
+  bluegreen_release:
+    dest: /opt/logplatform/releases/1.2.0
+    archive: /opt/logplatform/store/1.2.0.tar.gz
+    manifest: "{{ lookup('ansible.builtin.file', '/srv/releases/1.2.0/manifest.json') | from_json }}"
+    link: /opt/logplatform/current
+"""
+
+RETURN = r"""
+installed:
+  description: Whether the release was unpacked by this run (false when it was already there).
+  returned: always
+  type: bool
+linked:
+  description: Whether I(link) was changed to point at I(dest).
+  returned: always
+  type: bool
+python:
+  description: The node's interpreter that was checked (executable, version, cache_tag, soabi, platform).
+  returned: when the release was installed by this run
+  type: dict
+dest:
+  description: The release directory.
+  returned: always
+  type: str
+"""
+
+import json
+import os
+import shutil
+
+from ansible.module_utils.basic import AnsibleModule
+
+PROBE = (
+    "import json, os, sys, sysconfig; print(json.dumps({"
+    "'executable': os.path.realpath(sys.executable), "
+    "'version': '%d.%d.%d' % sys.version_info[:3], "
+    "'implementation': sys.implementation.name, 'cache_tag': sys.implementation.cache_tag, "
+    "'soabi': sysconfig.get_config_var('SOABI') or '', 'platform': sysconfig.get_platform()}))"
+)
+# What must match for the compiled dependencies to load; the patch version and the path may differ.
+MUST_MATCH = ("implementation", "cache_tag", "soabi", "platform")
+
+
+def describe(python: dict) -> str:
+    return (
+        f"{python.get('implementation')} {python.get('version')} ({python.get('cache_tag')}, "
+        f"{python.get('soabi')}, {python.get('platform')}) at {python.get('executable')}"
+    )
+
+
+def node_python(module: AnsibleModule, wanted: str, built: dict, node: str) -> dict:
+    """The node's interpreter, checked against the one the artifact was built for."""
+    path = wanted if os.path.isabs(wanted) else module.get_bin_path(wanted)
+    if not path or not os.access(path, os.X_OK):
+        module.fail_json(
+            msg=(
+                f"node {node}: no interpreter {wanted!r} for release {module.params['manifest']['version']}, "
+                f"which was built for {describe(built)}; install that Python or set logplatform_python"
+            )
+        )
+    rc, out, err = module.run_command([path, "-c", PROBE])
+    try:
+        found = json.loads(out) if rc == 0 else None
+    except ValueError:
+        found = None
+    if not found:
+        detail = err.strip()[-500:]
+        module.fail_json(msg=f"node {node}: {path} could not describe itself (exit {rc}): {detail}")
+    differs = [key for key in MUST_MATCH if found.get(key) != built.get(key)]
+    if differs:
+        module.fail_json(
+            msg=(
+                f"node {node}: release {module.params['manifest']['version']} was built for "
+                f"{describe(built)}, "
+                f"but {wanted} on this node is {describe(found)} ({', '.join(differs)} differ); "
+                "set logplatform_python to a matching interpreter, or build the release on a controller "
+                "with the nodes' Python"
+            ),
+            python=found,
+        )
+    return found
+
+
+def point_venv_at(venv: str, python: dict) -> None:
+    """The virtualenv's interpreter links and pyvenv.cfg `home` name the node's interpreter."""
+    target = python["executable"]
+    link = os.path.join(venv, "bin", "python")
+    if os.path.islink(link) and os.readlink(link) != target:
+        os.unlink(link)
+        os.symlink(target, link)
+    cfg = os.path.join(venv, "pyvenv.cfg")
+    with open(cfg) as fh:
+        lines = fh.read().splitlines()
+    home = f"home = {os.path.dirname(target)}"
+    lines = [home if line.startswith("home =") else line for line in lines]
+    with open(cfg, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def remove(path: str) -> None:
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def install(module: AnsibleModule, dest: str, marker: str, python: dict) -> None:
+    p = module.params
+    parent, name = os.path.split(dest)
+    os.makedirs(parent, exist_ok=True)
+    # what a killed earlier install left behind
+    for entry in os.listdir(parent):
+        if entry.startswith(f".{name}.tmp-") or entry.startswith(f".{name}.old-"):
+            remove(os.path.join(parent, entry))
+    staging = os.path.join(parent, f".{name}.tmp-{os.getpid()}")
+    os.mkdir(staging)
+    rc, _, err = module.run_command(["tar", "-xzf", p["archive"], "-C", staging, "--no-same-owner"])
+    if rc != 0:
+        remove(staging)
+        detail = err.strip()[-500:]
+        module.fail_json(msg=f"unpacking {p['archive']} into {staging} failed (exit {rc}): {detail}")
+    point_venv_at(os.path.join(staging, "venv"), python)
+    with open(os.path.join(staging, "manifest.json"), "w") as fh:
+        json.dump(p["manifest"], fh, indent=2)
+    with open(os.path.join(staging, marker), "w") as fh:
+        fh.write(p["manifest"]["artifact_sha256"] + "\n")
+    if os.path.lexists(dest):
+        # a partial directory, or a release rebuilt under the same version: swap, then remove the old one
+        old = os.path.join(parent, f".{name}.old-{os.getpid()}")
+        os.rename(dest, old)
+        os.rename(staging, dest)
+        remove(old)
+    else:
+        os.rename(staging, dest)
+    fsync_dir(parent)
+
+
+def point_link(link: str, dest: str) -> None:
+    tmp = f"{link}.tmp-{os.getpid()}"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(dest, tmp)
+    os.replace(tmp, link)
+    fsync_dir(os.path.dirname(link) or ".")
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "dest": {"type": "path", "required": True},
+            "manifest": {"type": "dict", "required": True},
+            "archive": {"type": "path"},
+            "python": {"type": "str"},
+            "link": {"type": "path"},
+            "node": {"type": "str"},
+            "keep_archive": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    dest, manifest, link = p["dest"].rstrip("/"), p["manifest"], p["link"]
+    missing = [key for key in ("version", "artifact_sha256", "python") if not manifest.get(key)]
+    if missing:
+        module.fail_json(
+            msg=(
+                f"the release manifest has no {', '.join(missing)}: "
+                "it was built by an older `bluegreen release`; "
+                f"rebuild it with `bluegreen release {manifest.get('version', 'x.y.z')} --force`"
+            )
+        )
+    node = p["node"] or os.uname().nodename
+    marker = f".artifact-{manifest['artifact_sha256']}"
+    result: dict = {"changed": False, "installed": False, "linked": False, "dest": dest}
+
+    if not os.path.exists(os.path.join(dest, marker)):
+        if not p["archive"] or not os.path.isfile(p["archive"]):
+            module.fail_json(
+                msg=f"release {manifest['version']} is not installed in {dest} and there is no artifact "
+                f"to unpack (archive: {p['archive']!r})",
+                **result,
+            )
+        wanted = p["python"] or manifest["python"]["executable"]
+        python = node_python(module, wanted, manifest["python"], node)
+        result.update(changed=True, installed=True, python=python)
+        if not module.check_mode:
+            install(module, dest, marker, python)
+    if p["archive"] and not p["keep_archive"] and os.path.exists(p["archive"]) and not module.check_mode:
+        os.unlink(p["archive"])
+
+    if link and not (os.path.islink(link) and os.readlink(link) == dest):
+        if os.path.exists(link) and not os.path.islink(link):
+            module.fail_json(msg=f"{link} exists and is not a symlink; it must point at a release", **result)
+        result.update(changed=True, linked=True)
+        if not module.check_mode:
+            point_link(link, dest)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
