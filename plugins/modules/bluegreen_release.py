@@ -18,6 +18,8 @@ description:
   - Unpacks into a temporary directory beside I(dest) and renames it into place, so a run killed half
     way never leaves a release that looks installed.
   - With I(link), points that symlink (the node's C(current)) at I(dest), atomically.
+  - Check mode changes nothing (the artifact need not be on the node) and reports what would change;
+    with C(--diff) it shows where I(link) would point.
 options:
   dest:
     description: The release directory on the node, C(<logplatform_root>/releases/<version>).
@@ -231,16 +233,19 @@ def main() -> None:
     result: dict = {"changed": False, "installed": False, "linked": False, "dest": dest}
 
     if not os.path.exists(os.path.join(dest, marker)):
-        if not p["archive"] or not os.path.isfile(p["archive"]):
+        if module.check_mode:
+            # the artifact is not copied in check mode either: say what would be installed
+            result.update(changed=True, installed=True)
+        elif not p["archive"] or not os.path.isfile(p["archive"]):
             module.fail_json(
                 msg=f"release {manifest['version']} is not installed in {dest} and there is no artifact "
                 f"to unpack (archive: {p['archive']!r})",
                 **result,
             )
-        wanted = p["python"] or manifest["python"]["executable"]
-        python = node_python(module, wanted, manifest["python"], node)
-        result.update(changed=True, installed=True, python=python)
-        if not module.check_mode:
+        else:
+            wanted = p["python"] or manifest["python"]["executable"]
+            python = node_python(module, wanted, manifest["python"], node)
+            result.update(changed=True, installed=True, python=python)
             install(module, dest, marker, python)
     if p["archive"] and not p["keep_archive"] and os.path.exists(p["archive"]) and not module.check_mode:
         os.unlink(p["archive"])
@@ -248,7 +253,10 @@ def main() -> None:
     if link and not (os.path.islink(link) and os.readlink(link) == dest):
         if os.path.exists(link) and not os.path.islink(link):
             module.fail_json(msg=f"{link} exists and is not a symlink; it must point at a release", **result)
+        before = os.readlink(link) if os.path.islink(link) else "(none)"
         result.update(changed=True, linked=True)
+        if module._diff:
+            result["diff"] = {"before": f"{link} -> {before}\n", "after": f"{link} -> {dest}\n"}
         if not module.check_mode:
             point_link(link, dest)
     module.exit_json(**result)

@@ -145,11 +145,16 @@ def test_an_older_manifest_is_refused_with_the_rebuild_command(node):
     assert "bluegreen release 1.2.0 --force" in result["msg"]
 
 
-def test_check_mode_changes_nothing(node):
+def test_check_mode_changes_nothing_and_shows_where_current_would_point(node):
     root, _, install = node
-    failed, result = install(check_mode=True)
+    (root / "releases" / "1.1.0").mkdir(parents=True)
+    (root / "current").symlink_to(root / "releases" / "1.1.0")
+    # in check mode the role copies nothing: there is no artifact on the node
+    failed, result = install(
+        check_mode=True, archive=str(root / "store" / "absent.tar.gz"), _ansible_diff=True
+    )
     assert not failed, result
-    assert result["changed"] and result["installed"]
+    assert result["changed"] and result["installed"] and result["linked"]
+    assert result["diff"]["after"] == f"{root / 'current'} -> {root / 'releases' / '1.2.0'}\n"
     assert not (root / "releases" / "1.2.0").exists()
-    assert not (root / "current").exists()
-    assert (root / "store" / "1.2.0.tar.gz").exists()
+    assert (root / "current").readlink() == root / "releases" / "1.1.0"
