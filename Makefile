@@ -17,7 +17,7 @@ help:
 	@echo "make lab       bring up the one-machine lab (blue live);  make teardown  stops it"
 	@echo "make status    live color, versions, node health, lock, recent history"
 	@echo "make ui        the dashboard on http://127.0.0.1:8090 (webui/README.md: add a user first)"
-	@echo "make bench     ingest, switch (atomic vs reload vs restart), deploy and shadow-traffic (shared cores, idle hosts) benchmarks: bench/results/"
+	@echo "make bench     controller (fresh site, deploy, switch, rollback), ingest, switch (atomic vs reload vs restart), deploy and shadow-traffic (shared cores, idle hosts) benchmarks: bench/results/"
 	@echo "make clean     stop the lab and remove .lab/ and build output"
 
 setup:
@@ -58,6 +58,7 @@ ui: setup-runtime
 	$(BIN)/python -m webui
 
 bench: setup lab
+	$(BIN)/python bench/control.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/switch.py
 	$(BIN)/python bench/deploy.py
