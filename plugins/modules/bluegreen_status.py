@@ -45,7 +45,8 @@ EXAMPLES = r"""
 RETURN = r"""
 status:
   description:
-    - live, idle, state_live, agree, versions, warm_until, deployment, failure, lock, abandoned, nodes,
+    - live, idle, state_live, agree, map_file_live (the live color in the map file a reload loads), versions,
+      warm_until, deployment, failure, lock, abandoned, nodes,
       history.
     - failure is the last run's first failure as C(bluegreen_state action=fail) stored it
       (run_id, stage, check, host, observed), kept until the next run begins.
@@ -73,6 +74,7 @@ from ansible.module_utils.bluegreen_state import (
     other_color,
 )
 from ansible.module_utils.bluegreen_stats import summarize
+from ansible.module_utils.bluegreen_traffic import map_file_color
 from ansible.module_utils.urls import open_url
 
 
@@ -111,6 +113,8 @@ def collect(module: AnsibleModule) -> dict:
         "idle": other_color(live) if live in COLORS else None,
         "state_live": state.get("live"),
         "agree": state.get("live") == live,
+        # what a reload or restart of HAProxy would load: it must say the live color too
+        "map_file_live": map_file_color(p["map"]),
         "versions": state.get("versions", {}),
         "warm_until": state.get("warm_until"),
         "deployment": state.get("deployment"),
@@ -126,7 +130,13 @@ def render(s: dict) -> list[str]:
     versions = s["versions"]
     lines = [
         f"live   {s['live']} ({versions.get(s['live'], '?')})"
-        + ("" if s["agree"] else f"   !! state.json says {s['state_live']}"),
+        + ("" if s["agree"] else f"   !! state.json says {s['state_live']}")
+        + (
+            ""
+            if s["map_file_live"] == s["live"]
+            else f"   !! the map file says {s['map_file_live']}: a reload would move traffic"
+            " (deploy with -e bluegreen_repair_map=true to keep the live color)"
+        ),
         f"idle   {s['idle']} ({versions.get(s['idle'], '?')}), warm until {s['warm_until'] or 'n/a'}",
     ]
     lines += [

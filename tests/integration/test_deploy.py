@@ -27,6 +27,8 @@ from tests.integration.lab import (
 )
 
 FAST = ["-e", "bluegreen_watch_seconds=4"]
+# an automatic rollback ends the errors within this many seconds of the first 5xx (issue 14's goal)
+ROLLBACK_PROMISE_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -192,11 +194,23 @@ def test_release_erroring_after_the_switch_is_rolled_back_by_the_watch(releases,
     assert state()["live"] == haproxy_live() == live
     assert history()[-1]["result"] == "rolled-back"
     assert not (STATE_DIR / "deploy.lock").exists()
-    # validation and the first live batches pass (150 answers per node); then 500s until the watch rolls
-    # back, within a few intervals: far fewer failures than 20 s of load would give
+    # validation and the first live batches pass (150 answers per node); then 500s until the watch puts
+    # traffic back itself. The promise: traffic is back on the old color within 2 s of the first 5xx
+    # (bench/control.py measures it); the bound here is 3x that, for a busy machine.
     report = load.verify()
     assert report["lost"] == 0
-    assert 0 < report["failed_requests_total"] < 100 * 5
+    assert report["failed_requests_total"] > 0
+    answers = [
+        orjson.loads(line) for line in (tmp_path / "load" / "requests.ndjson").read_bytes().splitlines()
+    ]
+    failed = [a for a in answers if a["status"] != 200]
+    first, last = min(a["t_start"] for a in failed), max(a["t_start"] for a in failed)
+    assert last - first < ROLLBACK_PROMISE_S * 3, (first, last, len(failed))
+    # every failed request was served by the new color (none by the old one), and after the last one
+    # every request was answered 200 by the old color
+    assert {a["served_by"].split("-")[0] for a in failed if a.get("served_by")} <= {other(live)}
+    after = [a for a in answers if a["t_start"] > last]
+    assert after and all(a["status"] == 200 and a["served_by"].startswith(live) for a in after)
 
 
 def _agreement_sampler(stop: threading.Event, disagreements: list) -> None:

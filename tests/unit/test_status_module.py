@@ -109,6 +109,19 @@ def test_disagreement_and_silent_nodes_are_shown(haproxy, nodes, state_dir):
     assert "deploy none running" in result["lines"]
 
 
+def test_a_map_file_that_would_move_traffic_on_reload_is_shown(haproxy, state_dir):
+    """A controller that died between writing the map file and the runtime change."""
+    failed, result = status(haproxy, state_dir, history_lines=0)
+    assert not failed, result
+    assert result["status"]["map_file_live"] == "blue"
+    assert result["lines"][0] == "live   blue (1.0.0)"
+    (haproxy.dir / "live.map").write_text("live green\n")
+    failed, result = status(haproxy, state_dir, history_lines=0)
+    assert not failed, result
+    assert (result["status"]["live"], result["status"]["map_file_live"]) == ("blue", "green")
+    assert "!! the map file says green: a reload would move traffic" in result["lines"][0]
+
+
 def test_without_state_files_haproxy_is_still_reported(haproxy, tmp_path):
     failed, result = status(haproxy, tmp_path / "nothing-here")
     assert not failed, result
