@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import signal
 import subprocess
 import sys
@@ -19,13 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bluegreen import release, verify
+from bluegreen.progress import BIN, REPO, describe, run_playbook
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-# a task of a pipeline stage, as the default callback prints it: TASK [bluegreen : [3/6 validate] Check ...]
-STAGE_TASK = re.compile(r"^TASK \[(?:[\w.]+ : )?(\[(?:\d/6 \w+|switch|status|retire)\][^\]]*?)\] \*+$")
-NOTE = re.compile(r'^\s+"msg": "((?:deployment|live traffic moved|\w+ served|deploy of|.* refused).*)"$')
-SKIP_TASKS = ("Show the stage", "Record the failure", "Note that", "Load the router")
+LOGS = REPO / ".lab" / "demo" / "logs"
 
 
 @dataclass
@@ -39,34 +33,20 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def show(event: dict, elapsed: float) -> None:
+    text = describe(event)
+    if text:
+        say(f"  {elapsed:6.1f}s  {text}")
+
+
 def playbook(name: str, *args: str, title: str) -> Step:
-    """Run a playbook, printing its stage lines as they happen."""
+    """Run a playbook, printing its progress events (stages, failed checks, outcome) as they happen."""
     say(f"\n== {title}")
-    started = time.monotonic()
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
-    proc = subprocess.Popen(
-        [str(BIN / "ansible-playbook"), f"playbooks/{name}", *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    tail: list[str] = []
-    for raw in proc.stdout:
-        line = raw.rstrip()
-        tail = [*tail[-40:], line]
-        elapsed = time.monotonic() - started
-        if (m := STAGE_TASK.match(line)) and not any(skip in m.group(1) for skip in SKIP_TASKS):
-            say(f"  {elapsed:6.1f}s  {m.group(1)}")
-        elif m := NOTE.match(line):
-            say(f"  {elapsed:6.1f}s      -> {m.group(1)}")
-    ok = proc.wait() == 0
-    seconds = time.monotonic() - started
-    say(f"  {seconds:6.1f}s  {'done' if ok else 'FAILED'}")
-    if not ok:
-        say("\n".join(line for line in tail if "fatal" in line or "FAILED" in line or "ERROR" in line))
-    return Step(title, seconds, ok)
+    result = run_playbook(name, *args, log_dir=LOGS, on_event=show)
+    say(f"  {result.seconds:6.1f}s  {'done' if result.ok else 'FAILED'}")
+    if not result.ok:
+        say(f"  {result.failure_text()}\n  Ansible's output: {result.log}")
+    return Step(title, result.seconds, result.ok)
 
 
 def start_load(out: Path, rate: int, batch: int) -> subprocess.Popen:

@@ -1,5 +1,9 @@
 """Runs: one ansible-runner job per run, with its own event store, handlers and thread.
 
+Progress (stages, checks, the failure) comes from our callback's events (plugins/callback/
+bluegreen_events.py), which the run writes to a file in its private directory; each runner event
+also brings in the progress events written since the last one. Task names are only shown, never read.
+
 A run goes on when nobody watches: the runner thread owns it, the browser only reads its events.
 One run at a time, through the same lock the CLI takes: before starting, the deploy lock in the
 state dir is read and a held lock refuses the run, naming the holder. The playbook takes the lock
@@ -20,6 +24,7 @@ from typing import Any
 
 import ansible_runner
 
+from bluegreen.progress import EventFollower
 from webui.actions import Action, ActionRefused, run_vars
 from webui.controller_state import ControllerState, describe_holder
 from webui.store import FINAL_STATUSES, Database, RunEvents
@@ -27,22 +32,20 @@ from webui.store import FINAL_STATUSES, Database, RunEvents
 log = logging.getLogger("webui.jobs")
 
 RUN_ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[a-z-]+-[0-9a-f]{6}$")
-# "[3/6 validate] Check the node is ready" -> stage 3 of 6, "validate"
-STAGE_PATTERN = re.compile(r"^\[(\d+)/(\d+) ([a-z][a-z_-]*)\]")
+PROGRESS_FILE = "bluegreen-events.jsonl"  # in the run's private directory (BLUEGREEN_EVENTS_FILE)
+CALLBACK_DIR = Path(__file__).resolve().parent.parent / "plugins" / "callback"
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# runs ansible-runner stopped, and why
+STOPPED = {
+    "timeout": "the run took too long and was stopped (RUN_TIMEOUT)",
+    "canceled": "the run was cancelled",
+}
 STDOUT_LIMIT = 4000
 MSG_LIMIT = 2000
 
 
 def new_run_id(action: str) -> str:
     return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{action}-{secrets.token_hex(3)}"
-
-
-def parse_stage(task_name: str | None) -> dict | None:
-    match = STAGE_PATTERN.match(task_name or "")
-    if not match:
-        return None
-    return {"index": int(match.group(1)), "total": int(match.group(2)), "name": match.group(3)}
 
 
 def _text(value: Any, limit: int) -> str:
@@ -54,11 +57,12 @@ def _text(value: Any, limit: int) -> str:
 class RunJob:
     """One run: the handlers ansible-runner calls, and the run's own event store."""
 
-    def __init__(self, db: Database, run_id: str, action: Action) -> None:
+    def __init__(self, db: Database, run_id: str, action: Action, progress_file: Path | None = None) -> None:
         self.db = db
         self.run_id = run_id
         self.action = action
         self.events = RunEvents(db, run_id)
+        self._progress_events = EventFollower(progress_file) if progress_file else None
         self.thread: threading.Thread | None = None
         self.runner: Any = None
         self.cancel_requested = False
@@ -66,42 +70,50 @@ class RunJob:
         # set first thing in finish(): from the moment the store says finished, the run is no longer
         # in the way of the next one (done is set only after the end event is appended)
         self.ending = False
-        self._stage: dict | None = None
-        self._stages: dict[str, dict] = {}  # name -> {"index", "ok", "failed", "skipped"}
-        self._first_failed_stage: str | None = None
+        self._progress_lock = threading.Lock()
+        self._stage: str | None = None  # the stage running now
+        self._stages: dict[str, str] = {}  # name -> running | ok | failed, in the order they started
+        self._failure: dict | None = None  # the run's failure event (first failure wins)
+        self._run_end: dict | None = None
         self._last_failure: str | None = None
         self._last_error_lines: list[str] = []
 
+    # --- progress events (our callback's file) -------------------------------------------------
+    def read_progress(self) -> None:
+        """Append the progress events written since the last call (whole lines only) to the store."""
+        if self._progress_events is None:
+            return
+        with self._progress_lock:
+            for event in self._progress_events.new():
+                self._progress(event)
+                self.events.append("progress", event)
+
+    def _progress(self, event: dict) -> None:
+        kind, stage = event.get("type"), event.get("stage")
+        if kind == "stage_start" and stage:
+            self._stage = stage
+            self._stages[stage] = "running"
+        elif kind == "stage_end" and stage:
+            self._stages[stage] = "failed" if event.get("result") == "failed" else "ok"
+            self._stage = None
+        elif kind == "failure" and self._failure is None:
+            self._failure = event
+        elif kind == "run_end":
+            self._run_end = event
+
     # --- ansible-runner callbacks (runner thread) ---------------------------------------------
     def event_handler(self, event: dict) -> bool:
+        self.read_progress()
         kind = event.get("event", "verbose")
         data = event.get("event_data") or {}
         task = data.get("task") or None
-        if kind == "playbook_on_task_start":
-            stage = parse_stage(task)
-            if stage:
-                self._stage = stage
-                self._stages.setdefault(
-                    stage["name"], {"index": stage["index"], "ok": 0, "failed": 0, "skipped": 0}
-                )
         res = data.get("res") if isinstance(data.get("res"), dict) else {}
         msg = None
         failed = kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors")
         if kind in ("runner_on_failed", "runner_on_unreachable", "runner_on_ok") and res.get("msg"):
             msg = _text(res.get("msg"), MSG_LIMIT)
-        event_stage = parse_stage(task) or (self._stage if task else None)
-        if event_stage and event_stage["name"] in self._stages:
-            counts = self._stages[event_stage["name"]]
-            if failed:
-                counts["failed"] += 1
-            elif kind == "runner_on_ok":
-                counts["ok"] += 1
-            elif kind == "runner_on_skipped":
-                counts["skipped"] += 1
         if failed:
             self._last_failure = msg or _text(res or data.get("res"), MSG_LIMIT)
-            if event_stage and self._first_failed_stage is None:
-                self._first_failed_stage = event_stage["name"]
         stdout = _text(event.get("stdout"), STDOUT_LIMIT)
         if kind in ("verbose", "error") and stdout.strip():
             self._last_error_lines = (self._last_error_lines + stdout.strip().splitlines())[-5:]
@@ -110,7 +122,7 @@ class RunJob:
             "task": task,
             "play": data.get("play") or None,
             "host": data.get("host") or None,
-            "stage": event_stage,
+            "stage": self._stage if task else None,
             "stdout": stdout,
             "msg": msg,
             "failed": failed,
@@ -134,29 +146,24 @@ class RunJob:
         self.finish(runner.status, runner.rc)
 
     # --- the end of a run ---------------------------------------------------------------------
-    def stage_summary(self, status: str, failed_stage: str | None = None) -> dict[str, str]:
-        """Each stage the run reached: failed (the stage whose check failed first), ok, skipped (all its
-        tasks skipped) or running. A later stage that did its work and then failed the run on purpose
-        (finish reporting the failure) counts as ok."""
+    def stage_summary(self, status: str) -> dict[str, str]:
+        """Each stage of the action: ok or failed as its stage_end said; one that started and never
+        ended is failed (the run stopped in it) or still running; one that never started is skipped."""
         summary = {}
-        for name, counts in sorted(self._stages.items(), key=lambda item: item[1]["index"]):
-            if name == failed_stage or (counts["failed"] and not counts["ok"]):
-                summary[name] = "failed"
-            elif counts["ok"]:
-                summary[name] = "ok"
-            elif counts["skipped"]:
-                summary[name] = "skipped"
-            else:
-                summary[name] = "running" if status == "running" else "skipped"
+        for name in self.action.stages or tuple(self._stages):
+            state = self._stages.get(name, "skipped")
+            if state == "running" and status != "running":
+                state = "failed"
+            summary[name] = state
         return summary
 
     def failure_message(self, status: str, rc: int | None) -> str | None:
         if status == "successful":
             return None
-        if status == "timeout":
-            return "the run took too long and was stopped (RUN_TIMEOUT)"
-        if status == "canceled":
-            return "the run was cancelled"
+        if status in STOPPED:
+            return STOPPED[status]
+        if self._run_end and self._run_end.get("message") and self._run_end.get("result") != "ok":
+            return _text(self._run_end["message"], MSG_LIMIT)
         if self._last_failure:
             return self._last_failure
         if self._last_error_lines:
@@ -168,11 +175,9 @@ class RunJob:
         if self.done.is_set():
             return
         self.ending = True
+        self.read_progress()  # the last events (stage_end, run_end, playbook_end) before the result
         failure = failure or self.failure_message(status, rc)
-        failed_stage = None
-        if failure:
-            match = re.search(r"failed in stage ([a-z_-]+)", failure)
-            failed_stage = self._first_failed_stage or (match.group(1) if match else None)
+        failed_stage = (self._failure or {}).get("stage") if failure else None
         self.db.update_run(
             self.run_id,
             status=status,
@@ -189,7 +194,7 @@ class RunJob:
                 "rc": rc,
                 "failure": failure,
                 "failed_stage": failed_stage,
-                "stages": self.stage_summary(status, failed_stage),
+                "stages": self.stage_summary(status),
                 "duration_s": run.get("duration_s"),
             },
         )
@@ -283,13 +288,13 @@ class RunManager:
                     "remote_addr": remote_addr,
                 }
             )
-            job = RunJob(self.db, run_id, action)
+            private = Path(self.config["DATA_DIR"]) / "runs" / run_id
+            job = RunJob(self.db, run_id, action, progress_file=private / PROGRESS_FILE)
             self._jobs[run_id] = job
             job.events.append(
                 "accepted",
                 {"action": action.name, "params": params, "user": user["name"], "playbook": action.playbook},
             )
-            private = Path(self.config["DATA_DIR"]) / "runs" / run_id
             private.mkdir(parents=True, exist_ok=False)
             try:
                 job.thread, job.runner = ansible_runner.run_async(
@@ -304,6 +309,10 @@ class RunManager:
                         "PATH": os.pathsep.join([self.config["ANSIBLE_BIN_DIR"], os.environ.get("PATH", "")]),
                         "ANSIBLE_NOCOLOR": "1",
                         "ANSIBLE_FORCE_COLOR": "0",
+                        # our progress callback, beside ansible-runner's own (which replaces the path)
+                        "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACK_DIR),
+                        "ANSIBLE_CALLBACKS_ENABLED": "bluegreen_events",
+                        "BLUEGREEN_EVENTS_FILE": str(private / PROGRESS_FILE),
                     },
                     event_handler=job.event_handler,
                     status_handler=job.status_handler,

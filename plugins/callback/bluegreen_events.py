@@ -17,7 +17,8 @@ description:
     or C(run_end). This callback adds C(seq) and C(time), expands C(checks) into one C(check) event per
     record, emits each event once (the same event returned by every lb host counts once), and closes
     each stage with a C(stage_end) event carrying its result and duration. A C(run_start) that names
-    a C(stage) starts that stage too.
+    a C(stage) starts that stage too; a C(run_end) naming a stage that never started (a failure
+    skipped the stages before the one the run ends in) starts and ends it.
   - It adds C(playbook_start), C(task_failed) (a task failure nobody ignored, rescued or not, for
     people to read; the run's failure is the C(failure) event) and C(playbook_end) (the hosts' stats).
 options:
@@ -65,17 +66,18 @@ class EventLog:
         self._seen = set()
         self._stage = None  # the open stage: {"run_id", "stage", "started"}
         self._failed_stages = set()
+        self._started = set()  # (run_id, stage) of every stage started
         self._lock = threading.Lock()
 
     def _send(self, event):
         self._seq += 1
         self._emit({"seq": self._seq, "time": round(self._clock(), 3), **event})
 
-    def _close_stage(self):
+    def _close_stage(self, failed=False):
         if self._stage is None:
             return
         stage, self._stage = self._stage, None
-        failed = (stage["run_id"], stage["stage"]) in self._failed_stages
+        failed = failed or (stage["run_id"], stage["stage"]) in self._failed_stages
         self._send(
             {
                 "type": "stage_end",
@@ -125,6 +127,12 @@ class EventLog:
             self._failed_stages.add((event.get("run_id"), event.get("stage")))
         if kind == "run_end":
             self._close_stage()
+            stage = event.get("stage")
+            if stage and (event.get("run_id"), stage) not in self._started:
+                # the stage the run ends in (deploy: finish) runs even when a failure skipped the
+                # stages before it: show it, so that every consumer sees where the run ended
+                self._module_event({"type": "stage_start", "run_id": event.get("run_id"), "stage": stage})
+                self._close_stage()
         self._send(event)
         if kind == "run_start" and event.get("stage"):
             # a run begins in its first stage: that stage starts with it (once, whoever says it first)
@@ -134,6 +142,7 @@ class EventLog:
         if kind == "stage_start":
             run_id, stage = event.get("run_id"), event.get("stage")
             self._stage = {"run_id": run_id, "stage": stage, "started": self._clock()}
+            self._started.add((run_id, stage))
 
     def task_failed(self, host, task, action, message):
         with self._lock:
@@ -150,8 +159,10 @@ class EventLog:
 
     def playbook_end(self, stats):
         with self._lock:
-            self._close_stage()
             failed = any(s["failures"] or s["unreachable"] for s in stats.values())
+            self._close_stage(
+                failed=failed
+            )  # a stage still open when the playbook failed is where it stopped
             self._send({"type": "playbook_end", "result": "failed" if failed else "ok", "hosts": stats})
 
 

@@ -279,6 +279,18 @@ def test_deploy_from_the_browser_outlives_the_browser_and_replays_then_follows_l
             for stage in ("preflight", "provision", "validate", "switch", "watch", "finish"):
                 expect(run.get_by_test_id(f"stage-step-{stage}")).to_have_attribute("data-state", "ok")
             expect(run.get_by_test_id("run-result")).to_contain_text("Finished successfully")
+            # from the progress events: each stage's duration on a timeline, stage 3's checks as a table
+            for stage in ("preflight", "provision", "validate", "switch", "watch", "finish"):
+                expect(run.get_by_test_id(f"timeline-{stage}")).to_have_attribute("data-state", "ok")
+                expect(run.get_by_test_id(f"timeline-{stage}")).to_contain_text(" s")
+            checks = run.locator('[data-testid="checks"] tbody tr')
+            expect(checks.first).to_be_visible()
+            assert checks.count() >= 15
+            assert run.locator('[data-testid="checks"] tr[data-verdict="fail"]').count() == 0
+            expect(run.locator('[data-testid="checks"] tr[data-check="health_ready"]').first).to_contain_text(
+                "pass"
+            )
+            expect(run.get_by_test_id("checks-summary")).to_contain_text("0 failed")
             expect(run.get_by_test_id("stream-state")).to_have_attribute("data-state", "ended")
             expect(run.get_by_test_id("current-task")).to_have_text("-")
             last = int(log.get_attribute("data-last-seq") or 0)

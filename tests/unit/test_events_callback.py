@@ -128,7 +128,7 @@ def test_a_real_playbook_writes_the_events_file(tmp_path: Path) -> None:
     assert failed["action"] == "ansible.builtin.command"
     assert (failed["host"], failed["stage"]) == ("localhost", "validate")
     assert "non-zero return code" in failed["message"]
-    assert events[3]["result"] == "ok"  # no failure event named the stage: the run's failure is the module's
+    assert events[3]["result"] == "failed"  # the playbook failed while the stage was open: it stopped there
     assert events[4]["result"] == "failed"
     assert events[4]["hosts"]["localhost"]["failures"] == 1
 

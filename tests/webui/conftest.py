@@ -19,69 +19,97 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
 from webui import create_app
 from webui.users import UserStore
 
 PASSWORD = "correct horse battery"
 
-# The test project's deploy.yml reports the real pipeline's stages in its task names, like
-# roles/bluegreen does. Release 1.1.0 waits at stage 3 until the test creates <project>/gate;
-# release 6.6.6 fails a validate check (rescued, like the real stages) and the finish stage fails the
-# run with the one message that names stage, check, host and observed value.
+# The test project's deploy.yml runs its stages through the real lifecycle of bluegreen_state (begin,
+# stage, fail, end), as roles/bluegreen does, so its progress reaches the dashboard through the real
+# events callback. Release 1.1.0 waits in stage validate until the test creates <project>/gate;
+# release 6.6.6 fails a validate check (rescued, like the real stages) and the run ends with the one
+# message that names stage, check, host and observed value.
 DEPLOY = """
-- name: "[1/6 preflight] Check inputs, read state, take the lock"
+- name: Deploy (the test project's pipeline)
   hosts: lb
   gather_facts: false
+  vars:
+    state_dir: "{{ playbook_dir }}/../.lab/lb/state"
   tasks:
-    - name: "[1/6 preflight] Check bluegreen_version is a release version"
+    - name: Begin the run, take the lock
+      bluegreen_state:
+        dir: "{{ state_dir }}"
+        action: begin
+        run_action: deploy
+        version: "{{ bluegreen_version }}"
+        controller: "{{ lookup('bluegreen_controller') }}"
+        break_lock: "{{ bluegreen_break_lock | default(false) | bool }}"
+      register: begun
+
+    - name: Say what runs
       ansible.builtin.debug:
         msg: "deploying {{ bluegreen_version }} (break lock: {{ bluegreen_break_lock | default(false) }})"
 
-    - name: "[2/6 provision] Install the release on the idle nodes"
+    - name: Enter provision
+      bluegreen_state: {dir: "{{ state_dir }}", action: stage, run: "{{ begun.run }}", stage: provision}
+
+    - name: Install the release on the idle nodes
       ansible.builtin.debug:
         msg: "installing {{ bluegreen_version }}"
 
-    - name: "[3/6 validate] Wait for the test to open the gate"
+    - name: Enter validate
+      bluegreen_state: {dir: "{{ state_dir }}", action: stage, run: "{{ begun.run }}", stage: validate}
+
+    - name: Wait for the test to open the gate
       ansible.builtin.wait_for:
         path: "{{ playbook_dir }}/../gate"
         timeout: 60
       when: bluegreen_version == '1.1.0'
 
-    - name: "[3/6 validate] Check the node is ready"
+    - name: Check the node is ready
       block:
-        - name: "[3/6 validate] Check the node is ready"
+        - name: Check the node is ready
           ansible.builtin.fail:
             msg: "node green-1 not ready after 4s: /health/ready answered 503 {\\"status\\":\\"not-ready\\"}"
           when: bluegreen_version == '6.6.6'
       rescue:
-        - name: "[3/6 validate] Record the failure"
-          ansible.builtin.set_fact:
+        - name: Record the failure
+          bluegreen_state:
+            dir: "{{ state_dir }}"
+            action: fail
+            run: "{{ begun.run }}"
             failure:
               stage: validate
-              check: "{{ ansible_failed_task.name }}"
+              check: health_ready
+              host: green-1
               observed: "{{ ansible_failed_result.msg }}"
+          register: failed_check
 
-    - name: "[4/6 switch] Switch live traffic in one runtime-API change"
-      ansible.builtin.debug:
-        msg: "live traffic moved blue -> green"
-      when: failure is not defined
+    - name: Switch and watch
+      when: failed_check is not defined
+      block:
+        - name: Enter switch
+          bluegreen_state: {dir: "{{ state_dir }}", action: stage, run: "{{ begun.run }}", stage: switch}
 
-    - name: "[5/6 watch] Watch the new color"
-      ansible.builtin.debug:
-        msg: "0 errors"
-      when: failure is not defined
+        - name: Switch live traffic in one runtime-API change
+          ansible.builtin.debug:
+            msg: "live traffic moved blue -> green"
 
-    - name: "[6/6 finish] Record the deployment in history"
-      ansible.builtin.debug:
-        msg: "recorded"
+        - name: Enter watch
+          bluegreen_state: {dir: "{{ state_dir }}", action: stage, run: "{{ begun.run }}", stage: watch}
 
-    - name: "[6/6 finish] Fail the run, naming the stage, check, host and observed value"
+    - name: Enter finish
+      bluegreen_state: {dir: "{{ state_dir }}", action: stage, run: "{{ begun.run }}", stage: finish}
+
+    - name: End the run (history, lock)
+      bluegreen_state: {dir: "{{ state_dir }}", action: end, run: "{{ begun.run }}"}
+      register: ended
+
+    - name: Fail the run with its message
       ansible.builtin.fail:
-        msg: >-
-          deploy of {{ bluegreen_version }} failed in stage {{ failure.stage }}:
-          check "{{ failure.check }}" on green-1: {{ failure.observed }}.
-          Traffic never moved: blue stays live.
-      when: failure is defined
+        msg: "{{ ended.message }}"
+      when: ended.failed_run
 """
 
 SWITCH = """
@@ -119,6 +147,12 @@ def project(tmp_path: Path) -> Path:
     (root / "playbooks" / "deploy.yml").write_text(DEPLOY)
     (root / "playbooks" / "switch.yml").write_text(SWITCH)
     (root / "playbooks" / "rollback.yml").write_text(ROLLBACK)
+    # like a user's project that uses our plugins from this checkout
+    plugins = REPO / "plugins"
+    (root / "ansible.cfg").write_text(
+        f"[defaults]\nlibrary = {plugins / 'modules'}\nmodule_utils = {plugins / 'module_utils'}\n"
+        f"lookup_plugins = {plugins / 'lookup'}\ntest_plugins = {plugins / 'test'}\n"
+    )
     inventory = root / "inventories" / "local"
     inventory.mkdir(parents=True)
     (inventory / "hosts.yml").write_text(

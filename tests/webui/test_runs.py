@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.webui.conftest import login, post_action, refusal, run_id_from, stream, wait_finished
 
-WAIT_TASK = "[3/6 validate] Wait for the test to open the gate"
+WAIT_TASK = "Wait for the test to open the gate"
 
 
 def read_until(reader, predicate, limit: int = 500) -> list[dict]:
@@ -37,10 +37,19 @@ def test_stream_replays_resumes_and_follows_a_run_that_outlives_its_viewers(oper
     assert [m["id"] for m in seen] == list(range(1, len(seen) + 1))
     assert seen[0]["data"]["event"] == "accepted"
     assert seen[0]["data"]["user"] == "olivia"
-    stages = [m["data"]["stage"] for m in seen if m["data"].get("stage")]
-    assert stages[0] == {"index": 1, "total": 6, "name": "preflight"}
-    assert stages[-1] == {"index": 3, "total": 6, "name": "validate"}
-    assert {s["name"] for s in stages} == {"preflight", "provision", "validate"}
+    # progress comes from the events callback: each stage starts, and ends before the next one starts
+    progress = [(m["data"]["type"], m["data"].get("stage")) for m in seen if m["data"]["event"] == "progress"]
+    assert progress == [
+        ("playbook_start", None),
+        ("run_start", "preflight"),
+        ("stage_start", "preflight"),
+        ("stage_end", "preflight"),
+        ("stage_start", "provision"),
+        ("stage_end", "provision"),
+        ("stage_start", "validate"),
+    ]
+    # the runner's events say which stage they belong to
+    assert [m["data"]["stage"] for m in seen if m["data"].get("task") == WAIT_TASK][-1] == "validate"
 
     # nobody watches: the run goes on, still waiting at the gate
     time.sleep(0.5)
@@ -74,9 +83,20 @@ def test_stream_replays_resumes_and_follows_a_run_that_outlives_its_viewers(oper
         "watch": "ok",
         "finish": "ok",
     }
-    live_tasks = [m["data"]["task"] for m in rest if m["data"]["event"] == "playbook_on_task_start"]
-    assert live_tasks[0] == "[3/6 validate] Check the node is ready"
-    assert live_tasks[-1].startswith("[6/6 finish]")
+    live_tasks = [m["data"].get("task") for m in rest if m["data"]["event"] == "playbook_on_task_start"]
+    assert live_tasks[0] == "Check the node is ready"
+    assert live_tasks[-1] == "Fail the run with its message"
+    ends = {m["data"]["stage"]: m["data"] for m in rest if m["data"].get("type") == "stage_end"}
+    assert [(name, e["result"]) for name, e in ends.items()] == [
+        ("validate", "ok"),
+        ("switch", "ok"),
+        ("watch", "ok"),
+        ("finish", "ok"),
+    ]
+    assert ends["validate"]["duration_s"] > 0  # it waited at the gate
+    run_end = [m["data"] for m in rest if m["data"].get("type") == "run_end"]
+    assert run_end[0]["result"] == "ok"
+    assert "1.1.0 is live on green" in run_end[0]["message"]
 
     # reopening the page later replays the whole run from the start, ending with the same result
     replay = stream(operator, f"/runs/{run_id}/events").all()
@@ -92,7 +112,7 @@ def test_stream_replays_resumes_and_follows_a_run_that_outlives_its_viewers(oper
     assert run["extravars"] == {"bluegreen_version": "1.1.0", "bluegreen_actor": "olivia"}
     # the full log, the JSON events and the history page
     log = operator.get(f"/runs/{run_id}/log").get_data(as_text=True)
-    assert "TASK [[3/6 validate] Wait for the test to open the gate]" in log
+    assert "TASK [Wait for the test to open the gate]" in log
     assert "# result: successful (rc 0)" in log
     events = operator.get(f"/api/runs/{run_id}/events").get_json()["events"]
     assert len(events) == end["id"]
@@ -115,7 +135,7 @@ def test_failed_deploy_ends_with_the_playbooks_message(operator, app):
     assert result["rc"] == 2
     failure = result["failure"]
     assert failure.startswith("deploy of 6.6.6 failed in stage validate:")
-    assert 'check "[3/6 validate] Check the node is ready" on green-1' in failure
+    assert 'check "health_ready" on green-1' in failure
     assert "not ready after 4s: /health/ready answered 503" in failure
     assert "Traffic never moved: blue stays live." in failure
     assert result["failed_stage"] == "validate"
@@ -128,10 +148,11 @@ def test_failed_deploy_ends_with_the_playbooks_message(operator, app):
         "finish": "ok",
     }
     failed = [m["data"] for m in messages if m["data"].get("failed")]
-    assert [f["task"] for f in failed] == [
-        "[3/6 validate] Check the node is ready",
-        "[6/6 finish] Fail the run, naming the stage, check, host and observed value",
-    ]
+    assert [f["task"] for f in failed] == ["Check the node is ready", "Fail the run with its message"]
+    # the failure as the run recorded it (bluegreen_state fail), in the progress events
+    (recorded,) = [m["data"] for m in messages if m["data"].get("type") == "failure"]
+    assert (recorded["stage"], recorded["check"], recorded["host"]) == ("validate", "health_ready", "green-1")
+    assert recorded["observed"].startswith("node green-1 not ready after 4s")
     run = app.extensions["bluegreen"].db.run(run_id)
     assert (run["status"], run["failure"], run["failed_stage"]) == ("failed", failure, "validate")
     history = operator.get("/history").get_data(as_text=True)

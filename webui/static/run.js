@@ -7,7 +7,6 @@
   const log = document.getElementById("event-log");
   const streamState = document.getElementById("stream-state");
   const status = document.getElementById("run-status");
-  const stages = {};  // index -> {ok, failed, skipped}
 
   function setStatus(value) {
     status.textContent = value;
@@ -25,29 +24,99 @@
     if (atBottom) { log.scrollTop = log.scrollHeight; }
   }
 
-  function step(index) {
-    return document.getElementById("stage-" + index);
+  function step(name) {
+    return root.querySelector('.stages li[data-testid="stage-step-' + name + '"]');
   }
 
-  function markStage(stage, event) {
-    if (!stage) { return; }
-    const counts = stages[stage.index] || (stages[stage.index] = { ok: 0, failed: 0, skipped: 0 });
-    if (event.event === "runner_on_ok") { counts.ok += 1; }
-    if (event.event === "runner_on_skipped") { counts.skipped += 1; }
-    if (event.failed) { counts.failed += 1; }
-    for (let i = 1; i <= stage.total; i += 1) {
-      const li = step(i);
-      if (!li) { continue; }
-      const c = stages[i];
-      if (i === stage.index) {
-        li.dataset.state = c && c.failed ? "failed" : "running";
-      } else if (i < stage.index && c) {
-        li.dataset.state = c.failed ? "failed" : (c.ok ? "ok" : "skipped");
-      }
+  // --- progress events (our callback): stages on a timeline, stage 3's checks as a table ---------
+  const timeline = { order: [], rows: {} };  // stage -> {started, duration, state}
+  const checks = [];
+  const VERDICT_ORDER = { fail: 0, pass: 1, skip: 2 };
+
+  function drawTimeline() {
+    const box = document.getElementById("timeline");
+    document.getElementById("timeline-card").hidden = timeline.order.length === 0;
+    const longest = Math.max(1, ...timeline.order.map(function (n) { return timeline.rows[n].duration || 0; }));
+    box.replaceChildren();
+    timeline.order.forEach(function (name) {
+      const row = timeline.rows[name];
+      const div = document.createElement("div");
+      div.className = "row";
+      div.dataset.stage = name;
+      div.dataset.state = row.state;
+      div.dataset.testid = "timeline-" + name;
+      const label = document.createElement("span");
+      label.textContent = name;
+      const track = document.createElement("span");
+      const bar = document.createElement("span");
+      bar.className = "bar";
+      bar.style.display = "block";
+      bar.style.width = (row.duration === null ? 2 : Math.max(1, 100 * row.duration / longest)) + "%";
+      track.append(bar);
+      const secs = document.createElement("span");
+      secs.className = "secs";
+      secs.textContent = row.duration === null ? "…" : row.duration.toFixed(1) + " s";
+      div.append(label, track, secs);
+      box.append(div);
+    });
+  }
+
+  function fmt(value) {
+    if (value === null || value === undefined) { return "-"; }
+    return typeof value === "object" ? JSON.stringify(value) : String(value);
+  }
+
+  function drawChecks() {
+    document.getElementById("checks-card").hidden = checks.length === 0;
+    const body = document.getElementById("checks");
+    body.replaceChildren();
+    const sorted = checks.slice().sort(function (a, b) {
+      return (VERDICT_ORDER[a.verdict] ?? 3) - (VERDICT_ORDER[b.verdict] ?? 3) || a.n - b.n;
+    });
+    sorted.forEach(function (check) {
+      const tr = document.createElement("tr");
+      tr.dataset.verdict = check.verdict;
+      tr.dataset.check = check.name;
+      tr.title = check.message || "";
+      [check.name, check.node, fmt(check.observed) + (check.unit ? " " + check.unit : ""),
+        (check.op || "") + " " + fmt(check.threshold) + (check.unit ? " " + check.unit : ""), check.verdict]
+        .forEach(function (text) {
+          const td = document.createElement("td");
+          td.textContent = text;
+          tr.append(td);
+        });
+      body.append(tr);
+    });
+    const failed = checks.filter(function (c) { return c.verdict === "fail"; }).length;
+    document.getElementById("checks-summary").textContent =
+      "(" + checks.length + " checks, " + failed + " failed)";
+  }
+
+  function progress(event) {
+    const name = event.stage;
+    if (event.type === "stage_start" && name) {
+      timeline.rows[name] = { started: event.time, duration: null, state: "running" };
+      if (timeline.order.indexOf(name) < 0) { timeline.order.push(name); }
+      const li = step(name);
+      if (li) { li.dataset.state = "running"; }
+      document.getElementById("current-stage").textContent = name;
+      line("# stage " + name, "meta");
+      drawTimeline();
+    } else if (event.type === "stage_end" && name) {
+      const row = timeline.rows[name] || (timeline.rows[name] = { started: null });
+      row.duration = event.duration_s;
+      row.state = event.result;
+      if (timeline.order.indexOf(name) < 0) { timeline.order.push(name); }
+      const li = step(name);
+      if (li) { li.dataset.state = event.result; }
+      line("# stage " + name + ": " + event.result + " in " + event.duration_s + " s", event.result === "failed" ? "failed" : "meta");
+      drawTimeline();
+    } else if (event.type === "check") {
+      checks.push(Object.assign({ n: checks.length }, event));
+      drawChecks();
+    } else if (event.type === "failure") {
+      line("# failure in stage " + name + ": " + (event.check || "") + " on " + (event.host || "") + ": " + fmt(event.observed), "failed");
     }
-    const name = step(stage.index) && step(stage.index).querySelector(".name");
-    if (name && name.textContent !== stage.name) { name.textContent = stage.name; }
-    document.getElementById("current-stage").textContent = stage.index + "/" + stage.total + " " + stage.name;
   }
 
   function finish(result) {
@@ -98,8 +167,11 @@
       line("# status: " + event.status, "meta");
       return;
     }
+    if (event.event === "progress") {
+      progress(event);
+      return;
+    }
     if (event.task) { document.getElementById("current-task").textContent = event.task; }
-    markStage(event.stage, event);
     let cls = "";
     if (event.failed) { cls = "failed"; }
     else if (event.event === "playbook_on_task_start" || event.event === "playbook_on_play_start") { cls = "task"; }

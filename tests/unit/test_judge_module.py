@@ -1,0 +1,58 @@
+"""bluegreen_judge: a gate's records pass, or the gate fails naming each failed check; every record is
+reported as a progress event."""
+
+from __future__ import annotations
+
+from tests.ansible_modules import run_module
+
+
+def rec(name: str, node: str, verdict: str, message: str = "") -> dict:
+    return {
+        "name": name,
+        "node": node,
+        "observed": 1,
+        "threshold": 0,
+        "op": "<=",
+        "verdict": verdict,
+        "message": message or f"check {name} on {node}",
+    }
+
+
+def test_passing_gate_reports_every_record_as_a_checks_event():
+    records = [rec("health_ready", "green-1", "pass"), rec("perf_p50_ms", "green", "skip")]
+    failed, result = run_module("bluegreen_judge", {"records": records, "run_id": "r1"})
+    assert not failed, result
+    assert result["changed"] is False
+    assert result["summary"] == {"total": 2, "passed": 1, "failed": 0, "skipped": 1}
+    event = result["bluegreen_event"]
+    assert (event["type"], event["run_id"], event["stage"]) == ("checks", "r1", "validate")
+    assert event["records"] == records
+
+
+def test_failed_records_fail_the_gate_naming_each_one_and_are_still_reported():
+    records = [
+        rec("health_ready", "green-1", "pass"),
+        rec(
+            "perf_p99_ms",
+            "green",
+            "fail",
+            "check perf_p99_ms on green: observed 702.9 ms, threshold <= 500 ms",
+        ),
+        rec("perf_error_rate", "green", "fail", "check perf_error_rate on green: observed 0.6"),
+    ]
+    failed, result = run_module("bluegreen_judge", {"records": records, "gate": "performance"})
+    assert failed
+    assert result["msg"] == (
+        "check perf_p99_ms on green: observed 702.9 ms, threshold <= 500 ms; "
+        "check perf_error_rate on green: observed 0.6"
+    )
+    assert [r["name"] for r in result["failed_records"]] == ["perf_p99_ms", "perf_error_rate"]
+    assert len(result["bluegreen_event"]["records"]) == 3
+
+
+def test_a_malformed_record_is_refused_naming_what_it_lacks():
+    failed, result = run_module(
+        "bluegreen_judge", {"records": [{"name": "x", "node": "n"}], "gate": "canary"}
+    )
+    assert failed
+    assert result["msg"].startswith("gate canary: record 'x' lacks")
