@@ -10,6 +10,8 @@ From one run, in this order:
   deploy again `playbooks/deploy.yml` of a release already on the idle nodes (the one they run)
   switch       `playbooks/switch.yml` to the idle color
   rollback     `playbooks/rollback.yml`
+  auto rollback `playbooks/deploy.yml` of a release that starts answering 500 after the switch (TEST-ONLY
+               fault): from its first 5xx on the live frontend to the first answer of the old color
 
 Per command: wall time, the stage durations the run recorded in history.jsonl, and "command ->
 traffic moved": a probe on the live frontend (127.0.0.1:8080) reads the X-Bluegreen-Color header of
@@ -53,6 +55,7 @@ class ColorProbe:
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, interval: float = 0.005) -> None:
         self.host, self.port, self.interval = host, port, interval
         self.samples: list[tuple[float, str | None]] = []
+        self.statuses: list[tuple[float, int | None, str | None]] = []  # (sent at, status, color)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -64,22 +67,26 @@ class ColorProbe:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def request(self, conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
+        conn.request("GET", "/health/live")
+        return conn.getresponse()
+
     def _run(self) -> None:
         conn: http.client.HTTPConnection | None = None
         while not self._stop.is_set():
-            color = None
+            color, status, sent = None, None, time.time()
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
-                conn.request("GET", "/health/live")
-                response = conn.getresponse()
+                response = self.request(conn)
                 response.read()
-                color = response.getheader("X-Bluegreen-Color")
+                color, status = response.getheader("X-Bluegreen-Color"), response.status
             except (OSError, http.client.HTTPException):
                 if conn is not None:
                     conn.close()
                 conn = None
-            self.samples.append((time.time(), color))
+            self.samples.append((sent, color))
+            self.statuses.append((sent, status, color))
             time.sleep(self.interval)
 
     def first(self, color: str, since: float) -> float | None:
@@ -88,6 +95,30 @@ class ColorProbe:
             if at >= since and seen == color:
                 return round(at - since, 3)
         return None
+
+
+class IngestProbe(ColorProbe):
+    """POSTs one log entry through the live frontend in a loop: sees the 5xx a failing release answers."""
+
+    def request(self, conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
+        entry = {"ts": time.time(), "level": "info", "service": "bench-control", "message": "probe"}
+        conn.request(
+            "POST", "/v1/logs", body=json.dumps([entry]), headers={"Content-Type": "application/json"}
+        )
+        return conn.getresponse()
+
+    def errors_until_back(self, old: str, since: float) -> dict[str, Any]:
+        """From the first 5xx after `since` to the first 200 of the old color after it."""
+        answers = [a for a in list(self.statuses) if a[0] >= since]
+        first_error = next((a for a in answers if a[1] is not None and a[1] >= 500), None)
+        if first_error is None:
+            return {"errors": 0, "first_5xx_to_old_color_s": None}
+        back = next((a for a in answers if a[0] > first_error[0] and a[1] == 200 and a[2] == old), None)
+        errors = sum(1 for a in answers if a[1] is not None and a[1] >= 500)
+        return {
+            "errors": errors,
+            "first_5xx_to_old_color_s": None if back is None else round(back[0] - first_error[0], 3),
+        }
 
 
 def state() -> dict[str, Any]:
@@ -111,13 +142,20 @@ def playbook(name: str, *extra: str) -> tuple[float, subprocess.CompletedProcess
     return started, proc
 
 
-def timed(label: str, name: str, *extra: str, probe: ColorProbe | None = None, to: str | None = None) -> dict:
+def timed(
+    label: str,
+    name: str,
+    *extra: str,
+    probe: ColorProbe | None = None,
+    to: str | None = None,
+    expect_failure: bool = False,
+) -> dict:
     print(f"== {label}: ansible-playbook {name} {' '.join(extra)}", file=sys.stderr, flush=True)
     history = LAB / "lb/state/history.jsonl"
     history_before = history.stat().st_size if history.exists() else 0
     started, proc = playbook(name, *extra)
     wall = round(time.time() - started, 3)
-    if proc.returncode != 0:
+    if (proc.returncode != 0) != expect_failure:
         print(proc.stdout[-4000:] + proc.stderr[-2000:], file=sys.stderr)
         raise SystemExit(f"bench/control.py: {label} failed (exit {proc.returncode}); figures not written")
     result: dict[str, Any] = {"command": f"ansible-playbook {name} {' '.join(extra)}".strip(), "wall_s": wall}
@@ -132,7 +170,7 @@ def timed(label: str, name: str, *extra: str, probe: ColorProbe | None = None, t
 def print_table(results: dict[str, dict]) -> None:
     print(f"{'command':<14} {'wall s':>8} {'-> traffic moved s':>19}  stages (s)")
     for label, r in results.items():
-        moved = r.get("traffic_moved_s")
+        moved = r.get("first_5xx_to_old_color_s", r.get("traffic_moved_s"))
         stages = ", ".join(f"{k} {v}" for k, v in r.get("stage_s", {}).items())
         print(f"{label:<14} {r['wall_s']:>8.1f} {'' if moved is None else f'{moved:.2f}':>19}  {stages}")
 
@@ -193,6 +231,17 @@ def main(argv: list[str] | None = None) -> int:
         results["rollback"] = timed("rollback", "playbooks/rollback.yml", probe=probe, to=previous)
         probe_samples = len(probe.samples)
         probe_failed = sum(1 for _, color in probe.samples if color is None)
+
+    # a release that fails after the switch: its 5xx end when traffic is back on the old color
+    with IngestProbe(interval=0.02) as ingest:
+        old = live_color()
+        fault = json.dumps({"logplatform_fault": {"error_rate": 1.0, "error_after_requests": 400}})
+        started = time.time()
+        extra = ("-e", f"bluegreen_version={new}", "-e", fault, "-e", "bluegreen_watch_seconds=20")
+        results["auto rollback"] = timed(
+            "auto rollback", "playbooks/deploy.yml", *extra, probe=ingest, to=old, expect_failure=True
+        )
+        results["auto rollback"].update(ingest.errors_until_back(old, started))
 
     print_table(results)
     print(f"probe: {probe_samples} answers, {probe_failed} without a color (failed)")
