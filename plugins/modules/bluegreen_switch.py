@@ -206,6 +206,7 @@ def main() -> None:
     )
     p = module.params
     where = f"lb {socket.gethostname()}"
+    probe_id = p["probe_id"] or f"probe-{uuid.uuid4().hex}"
     runtime = HAProxyRuntime(p["socket"])
     switch = Switch(runtime, p["map"], p["state_dir"], p["warm_seconds"])
     try:
@@ -223,9 +224,7 @@ def main() -> None:
         query(module, switch, where, result)
     if target == live and on_disk == live:
         if p["probe_url"] and not module.check_mode:
-            result["probe"] = probe(
-                p["probe_url"], p["probe_id"] or f"probe-{uuid.uuid4().hex}", p["timeout"]
-            )
+            result["probe"] = probe(p["probe_url"], probe_id, p["timeout"])
         module.exit_json(changed=False, **result)
 
     if p["expect_version"] and target != live:
@@ -252,7 +251,6 @@ def main() -> None:
         module.fail_json(msg=f"switch to {target} on {where} failed, {live} stays live: {error}", **result)
     result.update(changed=True, diff=diff, live=target, runtime_ms=round(elapsed_ms, 3), switched_at=now())
     if p["probe_url"]:
-        probe_id = p["probe_id"] or f"probe-{uuid.uuid4().hex}"
         answer = result["probe"] = probe(p["probe_url"], probe_id, p["timeout"])
         if answer["status"] != 200 or answer["color"] != target:
             module.fail_json(
