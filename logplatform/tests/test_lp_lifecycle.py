@@ -177,6 +177,36 @@ def test_sigint_is_a_clean_stop_too(start_service: Start) -> None:
     assert svc.sink_ids() == [e["id"] for e in batch]
 
 
+def test_sigquit_stops_without_the_drain_grace_and_loses_nothing(start_service: Start) -> None:
+    # the controller's restart of an idle node: no load balancer routes to it, so no grace to wait
+    svc = start_service(drain_grace_seconds=30.0, shutdown_timeout_seconds=5.0)
+    assert svc.get("/version").json()["quick_stop"] == "SIGQUIT"
+    batch = [entry(i) for i in range(5)]
+    assert svc.post_json(batch).status == 200
+    started = time.monotonic()
+    svc.proc.send_signal(signal.SIGQUIT)
+    assert svc.wait_exit(20) == 0
+    assert time.monotonic() - started < 15  # the 30 s grace was skipped
+    assert "received SIGQUIT" in svc.log()
+    assert "still serving for 0.00s" in svc.log()
+    assert counts_from_log(svc.log())["entries_accepted"] == 5
+    assert svc.sink_ids() == [e["id"] for e in batch]
+
+
+def test_sigquit_during_the_grace_cuts_it_short(start_service: Start) -> None:
+    svc = start_service(drain_grace_seconds=30.0, shutdown_timeout_seconds=5.0)
+    started = time.monotonic()
+    svc.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while "draining:" not in svc.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "still serving for 30.00s" in svc.log()
+    svc.proc.send_signal(signal.SIGQUIT)
+    assert svc.wait_exit(20) == 0
+    assert time.monotonic() - started < 15
+    assert "stopped:" in svc.log()
+
+
 def test_restart_repairs_a_partial_line_and_appends(start_service: Start, tmp_path: Any) -> None:
     sink_dir = tmp_path / "shared-sink"
     sink_dir.mkdir()

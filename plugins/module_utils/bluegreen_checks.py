@@ -22,6 +22,7 @@ import http.client
 import json
 import math
 import os
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ansible.module_utils.bluegreen_files import atomic_write
@@ -93,6 +94,37 @@ def short(body: bytes | str, limit: int = 120) -> str:
     text = body.decode(errors="replace") if isinstance(body, bytes) else body
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+RunCommand = Callable[[list[str]], tuple[int, str, str]]
+
+
+def check_config_file(run_command: RunCommand, binary: str, path: str) -> dict:
+    """The release's --check-config report of a file: {config, config_digest, shared_config_digest}.
+
+    `run_command` is AnsibleModule.run_command; CheckError names the binary or the file.
+    """
+    if not os.access(binary, os.X_OK):
+        raise CheckError(f"{binary} is not an executable: is the release installed on this node?")
+    rc, out, err = run_command([binary, "--check-config", "--config", path])
+    if rc != 0:
+        lines = (err or out).strip().splitlines()
+        raise CheckError(f"{binary} --check-config refused {path} (exit {rc}): {lines[-1] if lines else ''}")
+    try:
+        report = json.loads(out)
+        config = report["config"]
+        digests = report["config_digest"], report["shared_config_digest"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckError(f"{binary} --check-config printed no config report: {exc}") from exc
+    # Recompute both digests: equal only if bluegreen computes them as this release does and agrees on
+    # which keys are node-specific, which the key-by-key comparison of bluegreen_config_drift relies on.
+    if digests != (canonical_digest(config), shared_digest(config)):
+        raise CheckError(
+            f"the digests of release {binary} are not computed over the keys bluegreen expects "
+            f"(node-specific: {', '.join(sorted(NODE_SPECIFIC_KEYS))}); "
+            "update bluegreen_checks.NODE_SPECIFIC_KEYS"
+        )
+    return {"config": config, "config_digest": digests[0], "shared_config_digest": digests[1]}
 
 
 # --- records ----------------------------------------------------------------------------------------------

@@ -93,44 +93,16 @@ config_path:
   type: str
 """
 
-import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.bluegreen_checks import (
-    NODE_SPECIFIC_KEYS,
     CheckError,
-    canonical_digest,
+    check_config_file,
     get_json,
     join_url,
     record,
-    shared_digest,
 )
-
-
-def check_config_file(module: AnsibleModule, binary: str, path: str) -> dict:
-    """The release's --check-config report of a file: {config, config_digest, shared_config_digest}."""
-    if not os.access(binary, os.X_OK):
-        raise CheckError(f"{binary} is not an executable: is the release installed on this node?")
-    rc, out, err = module.run_command([binary, "--check-config", "--config", path])
-    if rc != 0:
-        lines = (err or out).strip().splitlines()
-        raise CheckError(f"{binary} --check-config refused {path} (exit {rc}): {lines[-1] if lines else ''}")
-    try:
-        report = json.loads(out)
-        config = report["config"]
-        digests = report["config_digest"], report["shared_config_digest"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckError(f"{binary} --check-config printed no config report: {exc}") from exc
-    # Recompute both digests: equal only if bluegreen computes them as this release does and agrees on
-    # which keys are node-specific, which the key-by-key comparison of bluegreen_config_drift relies on.
-    if digests != (canonical_digest(config), shared_digest(config)):
-        raise CheckError(
-            f"the digests of release {binary} are not computed over the keys bluegreen expects "
-            f"(node-specific: {', '.join(sorted(NODE_SPECIFIC_KEYS))}); "
-            "update bluegreen_checks.NODE_SPECIFIC_KEYS"
-        )
-    return {"config": config, "config_digest": digests[0], "shared_config_digest": digests[1]}
 
 
 def rendered_record(node: str, path: str, rendered: dict, running: dict) -> dict:
@@ -189,7 +161,7 @@ def main() -> None:
     result["running"] = running
 
     try:
-        rendered = check_config_file(module, binary, path)
+        rendered = check_config_file(module.run_command, binary, path)
     except CheckError as exc:
         node = p["node"] or (running or {}).get("node") or p["url"]
         records = [

@@ -20,7 +20,38 @@ description:
   - With I(link), points that symlink (the node's C(current)) at I(dest), atomically.
   - Check mode changes nothing (the artifact need not be on the node) and reports what would change;
     with C(--diff) it shows where I(link) would point.
+  - Makes the node's directories (I(dirs)) first, in the same call, so that a deploy pays one module
+    run for the node's layout, the question "is this release installed" and nothing else
+    (I(state=query)), then copies the artifact only when it is not.
 options:
+  state:
+    description:
+      - C(present) installs the release (unless it is) and points I(link) at it.
+      - C(query) only makes I(dirs) and says in C(present) whether the release is installed (false when
+        I(manifest) has no C(artifact_sha256)).
+    type: str
+    choices: [present, query]
+    default: present
+  dirs:
+    description: Directories to make (with parents) and keep at their mode and owner, before anything else;
+      an entry with an empty I(path) is skipped (an optional directory that is turned off).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: The directory.
+        type: str
+        required: true
+      mode:
+        description: Its mode, for example C('0750').
+        type: raw
+      owner:
+        description: Its owner (name or id); default, unchanged.
+        type: str
+      group:
+        description: Its group (name or id); default, unchanged.
+        type: str
   dest:
     description: The release directory on the node, C(<logplatform_root>/releases/<version>).
     type: path
@@ -58,6 +89,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+present:
+  description: Whether the release was installed on the node before this run (its marker was there).
+  returned: always
+  type: bool
 installed:
   description: Whether the release was unpacked by this run (false when it was already there).
   returned: always
@@ -164,6 +199,26 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def make_dirs(module: AnsibleModule, dirs: list[dict]) -> bool:
+    """Each directory exists with its mode and owner; True when anything changed (nothing in check mode)."""
+    changed = False
+    for spec in dirs:
+        if not spec["path"]:
+            continue
+        path = os.path.abspath(os.path.expanduser(spec["path"]))
+        if not os.path.isdir(path):
+            if os.path.lexists(path):
+                module.fail_json(msg=f"{path} exists and is not a directory")
+            changed = True
+            if module.check_mode:
+                continue
+            os.makedirs(path, exist_ok=True)
+        attributes = {"path": path, "mode": spec["mode"], "owner": spec["owner"] or None}
+        attributes.update(group=spec["group"] or None, secontext=[None, None, None], attributes=None)
+        changed = module.set_fs_attributes_if_different(attributes, changed)
+    return changed
+
+
 def install(module: AnsibleModule, dest: str, marker: str, python: dict) -> None:
     p = module.params
     parent, name = os.path.split(dest)
@@ -214,13 +269,25 @@ def main() -> None:
             "link": {"type": "path"},
             "node": {"type": "str"},
             "keep_archive": {"type": "bool", "default": False},
+            "state": {"type": "str", "choices": ["present", "query"], "default": "present"},
+            "dirs": {
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "options": {
+                    "path": {"type": "str", "required": True},
+                    "mode": {"type": "raw"},
+                    "owner": {"type": "str"},
+                    "group": {"type": "str"},
+                },
+            },
         },
         supports_check_mode=True,
     )
     p = module.params
     dest, manifest, link = p["dest"].rstrip("/"), p["manifest"], p["link"]
     missing = [key for key in ("version", "artifact_sha256", "python") if not manifest.get(key)]
-    if missing:
+    if missing and p["state"] == "present":
         module.fail_json(
             msg=(
                 f"the release manifest has no {', '.join(missing)}: "
@@ -229,10 +296,14 @@ def main() -> None:
             )
         )
     node = p["node"] or os.uname().nodename
-    marker = f".artifact-{manifest['artifact_sha256']}"
-    result: dict = {"changed": False, "installed": False, "linked": False, "dest": dest}
+    marker = f".artifact-{manifest.get('artifact_sha256')}"
+    present = bool(manifest.get("artifact_sha256")) and os.path.exists(os.path.join(dest, marker))
+    result: dict = {"changed": False, "present": present, "installed": False, "linked": False, "dest": dest}
+    result["changed"] = make_dirs(module, p["dirs"])
+    if p["state"] == "query":
+        module.exit_json(**result)
 
-    if not os.path.exists(os.path.join(dest, marker)):
+    if not present:
         if module.check_mode:
             # the artifact is not copied in check mode either: say what would be installed
             result.update(changed=True, installed=True)

@@ -48,6 +48,9 @@ def test_provision_failing_after_current_moved_is_finished_by_a_plain_rerun(rele
     release_dir = LAB / "nodes" / nodes[0] / "releases" / new
     installed = release_dir.stat().st_ino
 
+    logs = {node: LAB / "nodes" / node / "log" / "logplatform.log" for node in nodes}
+    log_size = {node: logs[node].stat().st_size for node in nodes}
+
     # a plain re-run: nothing changes on disk any more, yet the nodes must end up running `new`
     rerun = run_playbook("deploy.yml", "-e", f"bluegreen_version={new}", *FAST)
     assert rerun.returncode == 0, rerun.output[-4000:]
@@ -57,3 +60,8 @@ def test_provision_failing_after_current_moved_is_finished_by_a_plain_rerun(rele
     assert history()[-1]["result"] == "ok"
     # the release the failed run installed was used as it was, not unpacked again
     assert release_dir.stat().st_ino == installed
+    # the idle nodes were restarted without the drain grace (no load balancer routes to them)
+    for node in nodes:
+        restart_log = logs[node].read_bytes()[log_size[node] :].decode()
+        assert "received SIGQUIT" in restart_log, restart_log
+        assert "still serving for 0.00s" in restart_log, restart_log

@@ -97,6 +97,8 @@ def layout() -> Iterator[Layout]:
             "haproxy_stats_port": free_port(),
             "logplatform_root": str(root / "node"),
             "logplatform_version": VERSION,
+            # no release store here: dirs.yml's query finds nothing installed (it only makes the dirs)
+            "logplatform_manifest": {},
             "logplatform_listen_port": free_port(),
             "logplatform_systemd_user": SERVICE_USER,
             "logplatform_systemd_group": SERVICE_GROUP,

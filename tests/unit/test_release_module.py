@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -158,3 +160,35 @@ def test_check_mode_changes_nothing_and_shows_where_current_would_point(node):
     assert result["diff"]["after"] == f"{root / 'current'} -> {root / 'releases' / '1.2.0'}\n"
     assert not (root / "releases" / "1.2.0").exists()
     assert (root / "current").readlink() == root / "releases" / "1.1.0"
+
+
+def test_query_makes_the_dirs_and_says_whether_the_release_is_installed(node):
+    root, _, install = node
+    owned = root / "sink"
+    dirs = [
+        {"path": str(root / "etc"), "mode": "0755"},
+        {"path": str(owned), "mode": "0750", "owner": str(os.getuid()), "group": str(os.getgid())},
+        {"path": "", "mode": "0750"},  # an optional directory that is turned off
+    ]
+    failed, result = install(state="query", dirs=dirs)
+    assert not failed, result
+    assert (result["changed"], result["present"], result["installed"]) == (True, False, False)
+    assert stat.S_IMODE((root / "etc").stat().st_mode) == 0o755
+    assert stat.S_IMODE(owned.stat().st_mode) == 0o750
+    assert not (root / "releases" / "1.2.0").exists() and not (root / "current").exists()
+    owned.chmod(0o777)
+    failed, result = install(state="query", dirs=dirs)
+    assert (failed, result["changed"]) == (False, True)  # the mode is kept, not just set once
+    assert stat.S_IMODE(owned.stat().st_mode) == 0o750
+
+    install()
+    failed, result = install(state="query", dirs=dirs, archive=None)
+    assert not failed, result
+    assert (result["changed"], result["present"]) == (False, True)
+
+
+def test_a_dir_that_is_a_file_is_refused_naming_it(node):
+    root, _, install = node
+    (root / "etc").write_text("not a directory")
+    failed, result = install(state="query", dirs=[{"path": str(root / "etc")}])
+    assert failed and f"{root / 'etc'} exists and is not a directory" in result["msg"]

@@ -1,7 +1,7 @@
 """Command line and process lifecycle: ``logplatform --config /path/logplatform.toml``.
 
-Exit codes: 0 clean stop after SIGTERM/SIGINT; 1 could not start (sink, port) or could not flush
-on stop; 2 bad command line or config; 3 fault.crash_on_start (TEST-ONLY).
+Exit codes: 0 clean stop after SIGTERM/SIGINT/SIGQUIT; 1 could not start (sink, port) or could not
+flush on stop; 2 bad command line or config; 3 fault.crash_on_start (TEST-ONLY).
 
 Shutdown order, on SIGTERM or SIGINT:
   1. draining: /health/ready answers 503 while requests are still served, for
@@ -9,12 +9,17 @@ Shutdown order, on SIGTERM or SIGINT:
   2. stop listening, close idle keep-alive connections, let in-flight requests finish (at most
      shutdown_timeout_seconds; after that aiohttp cancels them, and they never got a 200);
   3. flush and fsync the sink, close it; exit 0.
+SIGQUIT skips step 1: the controller sends it to restart a node that takes no traffic (a node of the
+idle color, which no load balancer routes to), where waiting for health checks only wastes the grace.
+Steps 2 and 3 are the same, so nothing accepted is lost either way. ``/version`` says
+``"quick_stop": "SIGQUIT"`` so that a controller never sends it to a release that does not handle it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -26,7 +31,7 @@ import prometheus_client
 from aiohttp import web
 
 from ._version import __version__
-from .app import STATE, create_app
+from .app import QUICK_STOP_SIGNAL, STATE, create_app
 from .config import Config, ConfigError, config_digest, effective_config, load_config, shared_config_digest
 from .sink import SinkError
 
@@ -65,7 +70,11 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
+    skip_grace = asyncio.Event()
+
     def on_signal(name: str) -> None:
+        if name == QUICK_STOP_SIGNAL.name:
+            skip_grace.set()  # also cuts a grace already running short
         if stop.is_set():
             log.info("received %s again: already draining", name)
             return
@@ -73,7 +82,7 @@ async def serve(config: Config) -> int:
         stop.set()
 
     # Installed before anything else, so a signal during start-up still means a clean stop.
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, QUICK_STOP_SIGNAL):
         loop.add_signal_handler(sig, on_signal, sig.name)
 
     app = create_app(config)
@@ -117,8 +126,10 @@ async def serve(config: Config) -> int:
 
     await stop.wait()
     state.mark_draining()
-    log.info("draining: /health/ready answers 503, still serving for %.2fs", config.drain_grace_seconds)
-    await asyncio.sleep(config.drain_grace_seconds)
+    grace = 0.0 if skip_grace.is_set() else config.drain_grace_seconds
+    log.info("draining: /health/ready answers 503, still serving for %.2fs", grace)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(skip_grace.wait(), grace)
 
     log.info(
         "closing the listener; waiting up to %.1fs for %d in-flight request(s)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -36,6 +37,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Marks a mirrored copy of a live batch (bluegreen's shadow traffic, sent by the load balancer to the
 # idle color): processed like any batch, written to the shadow sink, never to the production sink.
+# Stops the node without the drain grace (__main__.py); /version names it so that a controller only
+# sends it to a release that handles it (any other release would die of it without flushing).
+QUICK_STOP_SIGNAL = signal.SIGQUIT
+
 SHADOW_HEADER = "X-Bluegreen-Shadow"
 # On every POST /v1/logs answer: how many entries were written (0 when refused), so the load balancer
 # can compare a shadow answer with the live one without parsing bodies.
@@ -90,6 +95,7 @@ class State:
                 "config_digest": config_digest(config),
                 "shared_config_digest": shared_config_digest(config),
                 "started_at": self.started_at,
+                "quick_stop": QUICK_STOP_SIGNAL.name,
             }
         )
 
