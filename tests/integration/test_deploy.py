@@ -393,6 +393,48 @@ def test_bad_version_is_refused_before_anything_changes(lab, version, message):
     assert not (STATE_DIR / "deploy.lock").exists()
 
 
+@pytest.mark.parametrize(
+    ("playbook", "variables", "message"),
+    [
+        # a deploy checks the inputs of every stage in its preflight: a bad watch duration would
+        # otherwise surface only after the switch
+        (
+            "deploy.yml",
+            {"bluegreen_version": "1.1.0", "bluegreen_watch_seconds": "soon"},
+            "argument 'bluegreen_watch_seconds' is of type str and we were unable to convert to int",
+        ),
+        (
+            "deploy.yml",
+            {"bluegreen_version": "1.1.0", "bluegreen_break_lock": "maybe"},
+            "argument 'bluegreen_break_lock' is of type str and we were unable to convert to bool",
+        ),
+        (
+            "switch.yml",
+            {"bluegreen_color": "purple"},
+            "value of bluegreen_color must be one of: blue, green, got: purple",
+        ),
+        (
+            "status.yml",
+            {"bluegreen_status_format": "xml"},
+            "value of bluegreen_status_format must be one of: text, json, got: xml",
+        ),
+    ],
+)
+def test_bad_input_is_refused_by_argument_validation_before_any_state_is_touched(
+    releases, playbook, variables, message
+):
+    """roles/bluegreen/meta/argument_specs.yml: the entry point's spec refuses a wrong type or choice
+    before its first task: no lock, no state change, traffic where it was."""
+    before = ((STATE_DIR / "state.json").read_text(), len(history()), haproxy_live())
+    run = run_playbook(playbook, "-e", json.dumps(variables))
+    assert run.returncode != 0, run.output[-3000:]
+    assert "Validation of arguments failed" in run.output
+    assert message in run.output
+    assert "Validating arguments against arg spec" in run.output
+    assert ((STATE_DIR / "state.json").read_text(), len(history()), haproxy_live()) == before
+    assert not (STATE_DIR / "deploy.lock").exists()
+
+
 def test_haproxy_restart_after_a_switch_keeps_the_live_color(releases):
     live = state()["live"]
     run = run_playbook("switch.yml", "-e", f"bluegreen_color={other(live)}")

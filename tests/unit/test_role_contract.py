@@ -5,11 +5,13 @@ names a file that exists."""
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 
 import yaml
 
 from tests.conftest import REPO
+from tests.integration.lab import run_playbook
 
 ROLE = REPO / "roles" / "bluegreen"
 TASKS = ROLE / "tasks"
@@ -69,3 +71,87 @@ def test_every_include_inside_the_role_names_a_file_from_the_tasks_folder():
                 assert (TASKS / target).is_file(), (path, target)
     assert includes > 20
     assert {p.parent.name for p in TASKS.rglob("*.yml") if p.parent != TASKS} == GROUPS
+
+
+# --- the argument specs (meta/argument_specs.yml) ------------------------------------------------------
+SPECS = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+
+
+def test_every_entry_point_a_playbook_calls_has_an_argument_spec_and_a_task_file():
+    called = {name for name, users in bluegreen_entry_points().items() if "shadow.yml" not in users}
+    assert called <= set(SPECS), called - set(SPECS)
+    for name in set(SPECS) - {"main"}:
+        assert (TASKS / f"{name}.yml").is_file(), name
+
+
+def test_every_option_is_typed_described_and_defaults_like_defaults_main():
+    for entry, spec in SPECS.items():
+        assert spec.get("short_description"), entry
+        for option, definition in spec["options"].items():
+            assert option.startswith("bluegreen_"), (entry, option)
+            assert definition.get("type") and definition.get("description"), (entry, option)
+            if "default" in definition and option in DEFAULTS:
+                assert definition["default"] == DEFAULTS[option], (entry, option)
+
+
+def test_the_entry_points_that_begin_a_run_check_every_input_of_the_later_stages():
+    """A refusal after the lock is taken would stop the playbook holding it: the first entry point of
+    a playbook checks what the later ones read."""
+    first = {
+        "deploy/preflight": [
+            "deploy/provision",
+            "deploy/switch",
+            "deploy/watch",
+            "deploy/finish",
+            "validate/gates",
+        ],
+        "validate/plan": ["validate/gates", "validate/finish"],
+        "operations/retire_plan": ["operations/retire_stop", "operations/retire_finish"],
+    }
+    for begins, later in first.items():
+        for entry in later:
+            missing = set(SPECS[entry]["options"]) - set(SPECS[begins]["options"]) - {"bluegreen_version"}
+            assert not missing, (begins, entry, missing)
+
+
+def test_main_refuses_to_run_and_names_every_entry_point():
+    (task,) = yaml.safe_load((TASKS / "main.yml").read_text())
+    message = task["ansible.builtin.fail"]["msg"]
+    for entry in set(SPECS) - {"main"}:
+        assert entry in message, entry
+
+
+def test_a_bad_choice_is_refused_by_argument_validation_before_the_entry_point_runs(tmp_path):
+    """status.yml -e bluegreen_status_format=xml against an lb with nothing on it: refused by the spec
+    of operations/status, naming the variable, before its first task (no lab needed: it never gets there)."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "vars": {
+                        "bluegreen_state_dir": str(tmp_path / "state"),
+                        "haproxy_root": str(tmp_path / "lb"),
+                    },
+                    "children": {
+                        "lb": {
+                            "hosts": {
+                                "lb-1": {
+                                    "ansible_connection": "local",
+                                    "ansible_python_interpreter": sys.executable,
+                                }
+                            }
+                        }
+                    },
+                }
+            }
+        )
+    )
+    run = run_playbook("status.yml", "-i", str(inventory), "-e", "bluegreen_status_format=xml")
+    output = run.output
+    assert run.returncode != 0, output[-2000:]
+    assert "Validating arguments against arg spec 'operations/status'" in output
+    assert "value of bluegreen_status_format must be one of: text, json, got: xml" in output
+    assert "Load the router's paths" not in output  # the entry point's first task never ran
+    assert not (tmp_path / "state").exists()
