@@ -215,6 +215,32 @@ def check_record_shape(rec: object) -> str | None:
     return None
 
 
+def judge(records: list, stage: str, run_id: str | None, gate: str) -> tuple[bool, dict]:
+    """A gate's verdict on its records: (failed, result) with the failed records, the counts, the
+    progress event (type checks) and the message naming every failed check. A malformed record fails
+    the gate naming it. Used by bluegreen_judge, on the controller (its action plugin) or on a host."""
+    for rec in records:
+        problem = check_record_shape(rec)
+        if problem:
+            return True, {"msg": f"gate {gate}: {problem}"}
+    bad = failed(records)
+    result = {
+        "changed": False,
+        "records": records,
+        "failed_records": bad,
+        "summary": summarize(records),
+        "bluegreen_event": {
+            "type": "checks",
+            "run_id": run_id,
+            "stage": stage,
+            "gate": gate,
+            "records": records,
+        },
+        "msg": "; ".join(r["message"] for r in bad) if bad else failure_message(records),
+    }
+    return bool(bad), result
+
+
 # --- statistics ------------------------------------------------------------------------------------------
 def percentile(values: list[float], p: float) -> float | None:
     """Nearest-rank percentile: the smallest value with at least p % of the values at or below it.

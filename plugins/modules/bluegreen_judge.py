@@ -14,7 +14,9 @@ description:
     its node, observed value and threshold.
   - Its result carries C(bluegreen_event) of type C(checks) with every record, so the progress
     callback reports each check (the dashboard's table, the CI report) whatever the verdict.
-  - Changes nothing.
+  - Changes nothing, and runs on the controller (its action plugin, C(plugins/action/bluegreen_judge.py)):
+    judging records needs no host. The module file holds this documentation and runs the same code
+    when called as a module.
 options:
   records:
     description: The gate's check records.
@@ -64,7 +66,7 @@ bluegreen_event:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.bluegreen_checks import check_record_shape, failed, failure_message, summarize
+from ansible.module_utils.bluegreen_checks import judge
 
 
 def main() -> None:
@@ -78,28 +80,9 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    records = p["records"]
-    for rec in records:
-        problem = check_record_shape(rec)
-        if problem:
-            module.fail_json(msg=f"gate {p['gate']}: {problem}")
-    bad = failed(records)
-    result = {
-        "changed": False,
-        "records": records,
-        "failed_records": bad,
-        "summary": summarize(records),
-        "bluegreen_event": {
-            "type": "checks",
-            "run_id": p["run_id"],
-            "stage": p["stage"],
-            "gate": p["gate"],
-            "records": records,
-        },
-    }
+    bad, result = judge(p["records"], p["stage"], p["run_id"], p["gate"])
     if bad:
-        module.fail_json(msg="; ".join(r["message"] for r in bad), **result)
-    result["msg"] = failure_message(records)
+        module.fail_json(**result)
     module.exit_json(**result)
 
 

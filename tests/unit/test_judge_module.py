@@ -3,7 +3,14 @@ reported as a progress event."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
+import orjson
+
 from tests.ansible_modules import run_module
+from tests.conftest import REPO, VENV_BIN
 
 
 def rec(name: str, node: str, verdict: str, message: str = "") -> dict:
@@ -56,3 +63,48 @@ def test_a_malformed_record_is_refused_naming_what_it_lacks():
     )
     assert failed
     assert result["msg"].startswith("gate canary: record 'x' lacks")
+
+
+def test_in_a_play_it_judges_on_the_controller_without_touching_the_host(tmp_path: Path) -> None:
+    """The action plugin: no module run on the host (this host's SSH port is closed), same verdict."""
+    records = [
+        rec("health_ready", "green-1", "pass"),
+        rec("perf_p99_ms", "green", "fail", "check p99"),
+    ]
+    playbook = tmp_path / "judge.yml"
+    playbook.write_text(
+        orjson.dumps(
+            [
+                {
+                    "name": "Judge a gate",
+                    "hosts": "all",
+                    "gather_facts": False,
+                    "tasks": [
+                        {"name": "Passing gate", "bluegreen_judge": {"records": records[:1], "run_id": "r1"}},
+                        {"name": "Failing gate", "bluegreen_judge": {"records": records, "gate": "perf"}},
+                    ],
+                }
+            ]
+        ).decode()
+    )
+    events_file = tmp_path / "events.jsonl"
+    proc = subprocess.run(
+        [
+            str(VENV_BIN / "ansible-playbook"),
+            *("-i", "unreachable-node,", "-e", "ansible_host=127.0.0.1 ansible_port=1"),
+            str(playbook),
+        ],
+        cwd=REPO,
+        env={**os.environ, "BLUEGREEN_EVENTS_FILE": str(events_file), "ANSIBLE_NOCOLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    events = [orjson.loads(line) for line in events_file.read_text().splitlines()]
+    assert [e["verdict"] for e in events if e["type"] == "check"] == ["pass", "pass", "fail"]
+    failure = next(e for e in events if e["type"] == "task_failed")
+    assert (failure["task"], failure["message"]) == ("Failing gate", "check p99")
+    end = events[-1]
+    assert end["hosts"]["unreachable-node"]["unreachable"] == 0
