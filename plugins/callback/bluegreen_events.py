@@ -13,14 +13,16 @@ short_description: Write a bluegreen run's progress as JSON-lines events
 description:
   - Writes one JSON object per line to O(path) as the playbook runs; nothing when O(path) is not set.
   - The stage and run events come from the results of our modules, which carry a C(bluegreen_event)
-    (a dict, or a list of them) with a C(type) of C(run_start), C(stage_start), C(checks), C(failure)
-    or C(run_end). This callback adds C(seq) and C(time), expands C(checks) into one C(check) event per
-    record, emits each event once (the same event returned by every lb host counts once), and closes
+    (a dict, or a list of them) with a C(type) of C(run_start), C(stage_start), C(checks), C(failure),
+    C(run_end) or C(status) (what status.yml shows, each lb's own). This callback adds C(seq) and
+    C(time), expands C(checks) into one C(check) event per record, emits each event once (the same event returned by every lb host counts once), and closes
     each stage with a C(stage_end) event carrying its result and duration. A C(run_start) that names
     a C(stage) starts that stage too; a C(run_end) naming a stage that never started (a failure
     skipped the stages before the one the run ends in) starts and ends it.
   - It adds C(playbook_start), C(task_failed) (a task failure nobody ignored, rescued or not, for
-    people to read; the run's failure is the C(failure) event) and C(playbook_end) (the hosts' stats).
+    people to read, with its C(message) and the C(stderr) of the command that failed, if any; the run's
+    failure is the C(failure) event), C(diff) (with C(--diff), what a changed task changed or, in check
+    mode, would change, as the text Ansible shows) and C(playbook_end) (the hosts' stats).
 options:
   path:
     description: File the events are appended to (created if missing).
@@ -42,8 +44,9 @@ import time
 from ansible.plugins.callback import CallbackBase
 
 # event types a module may return in `bluegreen_event`
-MODULE_EVENTS = ("run_start", "stage_start", "checks", "failure", "run_end")
+MODULE_EVENTS = ("run_start", "stage_start", "checks", "failure", "run_end", "status")
 MESSAGE_LIMIT = 2000
+DIFF_LIMIT = 20000
 
 
 def _identity(event):
@@ -53,6 +56,8 @@ def _identity(event):
         return (kind, event.get("run_id"), event.get("stage"), event.get("name"), event.get("node"))
     if kind == "failure":  # first failure wins, as in the state module
         return (kind, event.get("run_id"))
+    if kind == "status":  # each lb says its own
+        return None
     return (kind, event.get("run_id"), event.get("stage"))
 
 
@@ -116,9 +121,10 @@ class EventLog:
 
     def _module_event(self, event):
         key = _identity(event)
-        if key in self._seen:
-            return
-        self._seen.add(key)
+        if key is not None:
+            if key in self._seen:
+                return
+            self._seen.add(key)
         event.pop("time", None)  # one clock for every event: this callback's
         kind = event["type"]
         if kind == "stage_start":
@@ -144,7 +150,7 @@ class EventLog:
             self._stage = {"run_id": run_id, "stage": stage, "started": self._clock()}
             self._started.add((run_id, stage))
 
-    def task_failed(self, host, task, action, message):
+    def task_failed(self, host, task, action, message, stderr=""):
         with self._lock:
             self._send(
                 {
@@ -154,6 +160,19 @@ class EventLog:
                     "action": action,
                     "stage": self._stage["stage"] if self._stage else None,
                     "message": message[:MESSAGE_LIMIT],
+                    "stderr": stderr[-MESSAGE_LIMIT:],
+                }
+            )
+
+    def diff(self, host, task, text):
+        with self._lock:
+            self._send(
+                {
+                    "type": "diff",
+                    "host": host,
+                    "task": task,
+                    "stage": self._stage["stage"] if self._stage else None,
+                    "diff": text[:DIFF_LIMIT],
                 }
             )
 
@@ -207,12 +226,25 @@ class CallbackModule(CallbackBase):
             return
         res = result.result
         message = res.get("msg") or res.get("stderr") or res.get("module_stderr") or ""
+        stderr = res.get("stderr") or res.get("module_stderr") or ""
         self._log.task_failed(
             result.host.get_name(),
             result.task.get_name(),
             result.task.action,
             message if isinstance(message, str) else json.dumps(message, default=str),
+            stderr if isinstance(stderr, str) else json.dumps(stderr, default=str),
         )
+
+    def v2_on_file_diff(self, result):
+        if not self._log:
+            return
+        res = result.result
+        results = res["results"] if result.task.loop and "results" in res else [res]
+        for one in results:
+            if isinstance(one, dict) and one.get("diff") and one.get("changed", False):
+                text = self._get_diff(one["diff"])
+                if text:
+                    self._log.diff(result.host.get_name(), result.task.get_name(), text)
 
     def v2_runner_on_ok(self, result):
         self._result(result)

@@ -58,6 +58,10 @@ lines:
   description: The same, one line per fact, for humans.
   returned: always
   type: list
+bluegreen_event:
+  description: The progress event C({type, status, lines}) of the status, for the events callback.
+  returned: always
+  type: dict
 """
 
 import json
@@ -187,7 +191,10 @@ def main() -> None:
         status = collect(module)
     except (HAProxyRuntimeError, StateError) as exc:
         module.fail_json(msg=f"status on lb {socket.gethostname()}: {exc}")
-    module.exit_json(changed=False, status=status, lines=render(status))
+    lines = render(status)
+    # the same for whoever follows the run's progress events (plugins/callback/bluegreen_events.py)
+    event = {"type": "status", "status": status, "lines": lines}
+    module.exit_json(changed=False, status=status, lines=lines, bluegreen_event=event)
 
 
 if __name__ == "__main__":

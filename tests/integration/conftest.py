@@ -26,7 +26,7 @@ def lab() -> PlaybookRun:
         stop_lab(purge=True)
     run = run_playbook("site.yml")
     try:
-        assert run.returncode == 0, run.output[-4000:]
+        assert run.returncode == 0, run.tail(4000)
         yield run
     finally:
         if not reuse:

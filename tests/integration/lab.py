@@ -3,53 +3,33 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
-from tests.conftest import LAB, REPO, VENV_BIN
+from tests.conftest import LAB, REPO, VENV_BIN, Playbook, PlaybookRun
+from tests.conftest import run_playbook as run_in_repo
+from tests.conftest import start_playbook as start_in_repo
 
 LIVE_URL = "http://127.0.0.1:8080"
 PREVIEW_URL = "http://127.0.0.1:8081"
 STATS_URL = "http://127.0.0.1:8404/stats;csv"
 HAPROXY_DIR = LAB / "lb" / "haproxy"
 NODES = {"blue-1": 9101, "blue-2": 9102, "green-1": 9201, "green-2": 9202}
-RECAP_LINE = re.compile(
-    r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE
-)
 
 
-@dataclass
-class PlaybookRun:
-    returncode: int
-    output: str
-
-    def recap(self) -> dict[str, dict[str, int]]:
-        """Per host: ok, changed, unreachable, failed from the PLAY RECAP."""
-        return {
-            host: {"ok": int(ok), "changed": int(ch), "unreachable": int(un), "failed": int(fa)}
-            for host, ok, ch, un, fa in RECAP_LINE.findall(self.output)
-        }
+def run_playbook(name: str, *args: str, timeout: float = 600) -> PlaybookRun:
+    """playbooks/<name> on the lab (the one helper: tests/conftest.py)."""
+    return run_in_repo(f"playbooks/{name}", *args, timeout=timeout)
 
 
-def run_playbook(name: str, *args: str, timeout: int = 600) -> PlaybookRun:
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
-    proc = subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), f"playbooks/{name}", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+def start_playbook(name: str, *args: str) -> Playbook:
+    """playbooks/<name> in the background, in a session of its own (kill() stops it with its workers)."""
+    return start_in_repo(f"playbooks/{name}", *args, new_session=True)
 
 
 def supervisord_pids() -> list[int]:
@@ -172,3 +152,10 @@ class Loadgen:
             check=False,
         )
         return orjson.loads(result.stdout)
+
+
+def status_text(run: PlaybookRun) -> str:
+    """What status.yml showed the operator: the lines of its status event (one per lb)."""
+    shown = run.of_type("status")
+    assert shown, f"status.yml wrote no status event:\n{run.tail()}"
+    return "\n".join(line for event in shown for line in event["lines"])

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -12,7 +10,7 @@ import time
 import orjson
 import pytest
 
-from tests.conftest import LAB, REPO, VENV_BIN
+from tests.conftest import LAB, REPO, Playbook
 from tests.integration.lab import (
     HAPROXY_DIR,
     STATE_DIR,
@@ -23,7 +21,9 @@ from tests.integration.lab import (
     history,
     run_playbook,
     sink_lines,
+    start_playbook,
     state,
+    status_text,
 )
 
 FAST = ["-e", "bluegreen_watch_seconds=4"]
@@ -45,21 +45,9 @@ def deploy(version: str, *extra: str):
     return run_playbook("deploy.yml", "-e", f"bluegreen_version={version}", *FAST, *extra)
 
 
-def start_deploy(version: str, *extra: str) -> subprocess.Popen:
-    """A deploy in the background, in a session of its own (killpg stops it with its workers)."""
-    return subprocess.Popen(
-        [
-            str(VENV_BIN / "ansible-playbook"),
-            "playbooks/deploy.yml",
-            "-e",
-            f"bluegreen_version={version}",
-            *extra,
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+def start_deploy(version: str, *extra: str) -> Playbook:
+    """A deploy in the background, in a session of its own (kill() stops it with its workers)."""
+    return start_playbook("deploy.yml", "-e", f"bluegreen_version={version}", *extra)
 
 
 def assert_old_color_gets_nothing_new(old: str, new: str) -> None:
@@ -124,7 +112,7 @@ def test_deploy_rollback_deploy_under_load_loses_nothing(releases, tmp_path):
     try:
         time.sleep(2)
         run = deploy("1.1.0")
-        assert run.returncode == 0, run.output[-3000:]
+        assert run.returncode == 0, run.tail(3000)
         assert state()["live"] == haproxy_live() == other(first_live)
         assert state()["versions"][other(first_live)] == "1.1.0"
         assert_old_color_gets_nothing_new(first_live, other(first_live))
@@ -132,12 +120,12 @@ def test_deploy_rollback_deploy_under_load_loses_nothing(releases, tmp_path):
         assert_shadow_traffic_reached_only_the_shadow_sink(history()[-1]["deployment_id"], other(first_live))
 
         run = run_playbook("rollback.yml")
-        assert run.returncode == 0, run.output[-3000:]
+        assert run.returncode == 0, run.tail(3000)
         assert state()["live"] == haproxy_live() == first_live
         assert_old_color_gets_nothing_new(other(first_live), first_live)
 
         run = deploy("1.1.0")
-        assert run.returncode == 0, run.output[-3000:]
+        assert run.returncode == 0, run.tail(3000)
         assert state()["live"] == haproxy_live() == other(first_live)
         assert_old_color_gets_nothing_new(first_live, other(first_live))
     finally:
@@ -167,10 +155,10 @@ def test_never_ready_release_fails_in_validate_and_traffic_never_moves(releases)
         "1.2.0", "-e", '{"logplatform_fault": {"never_ready": true}}', "-e", "bluegreen_ready_timeout=4"
     )
     assert run.returncode != 0
-    assert "failed in stage validate" in run.output
-    assert 'check "health_ready"' in run.output
-    assert "threshold 200 within 4s" in run.output
-    assert "Traffic never moved" in run.output
+    assert "failed in stage validate" in run.message
+    assert 'check "health_ready"' in run.message
+    assert "threshold 200 within 4s" in run.message
+    assert "Traffic never moved" in run.message
     assert state()["live"] == haproxy_live() == live
     assert state()["versions"][live] == versions[live]
     assert not (STATE_DIR / "deploy.lock").exists()
@@ -188,9 +176,9 @@ def test_release_erroring_after_the_switch_is_rolled_back_by_the_watch(releases,
     finally:
         load.stop()
     assert run.returncode != 0
-    assert "failed in stage watch" in run.output
-    assert "error rate" in run.output
-    assert f"Rolled back: {live} is live again" in run.output
+    assert "failed in stage watch" in run.message
+    assert "error rate" in run.message
+    assert f"Rolled back: {live} is live again" in run.message
     assert state()["live"] == haproxy_live() == live
     assert history()[-1]["result"] == "rolled-back"
     assert not (STATE_DIR / "deploy.lock").exists()
@@ -236,32 +224,31 @@ def test_concurrent_deploy_refused_and_killed_deploy_leaves_stale_lock_that_can_
         first = start_deploy("1.1.0", "-e", "bluegreen_watch_seconds=30")
         deadline = time.monotonic() + 120
         while (state().get("deployment") or {}).get("stage") != "watch" and time.monotonic() < deadline:
-            assert first.poll() is None, "the first deploy ended before its watch stage"
+            assert first.proc.poll() is None, "the first deploy ended before its watch stage"
             time.sleep(0.2)
         holder = json.loads((STATE_DIR / "deploy.lock").read_text())
 
         second = deploy("1.2.0")
         assert second.returncode != 0
-        assert f"held by deployment {holder['deployment_id']}" in second.output
-        assert f"pid {first.pid}" in second.output
-        assert holder["user"] in second.output
+        assert f"held by deployment {holder['deployment_id']}" in second.message
+        assert f"pid {first.pid}" in second.message
+        assert holder["user"] in second.message
 
-        os.killpg(first.pid, signal.SIGKILL)  # the operator's terminal dies mid-watch
-        first.wait()
+        first.kill()  # the operator's terminal dies mid-watch: SIGKILL to the playbook and its workers
         status_file = tmp_path / "status.json"
         run = run_playbook("status.yml", "-e", f"bluegreen_status_file={status_file}")
-        assert run.returncode == 0, run.output[-2000:]
+        assert run.returncode == 0, run.tail(2000)
         status = json.loads(status_file.read_text())
         assert status["lock"]["stale"] is True
         assert str(first.pid) in status["lock"]["stale_reason"]
-        assert "STALE" in run.output
+        assert "STALE" in status_text(run)
 
         refused = deploy("1.2.0")
         assert refused.returncode != 0
-        assert "bluegreen_break_lock=true" in refused.output
+        assert "bluegreen_break_lock=true" in refused.message
 
         broken = deploy("1.2.0", "-e", "bluegreen_break_lock=true")
-        assert broken.returncode == 0, broken.output[-3000:]
+        assert broken.returncode == 0, broken.tail(3000)
         assert not (STATE_DIR / "deploy.lock").exists()
         assert any(h["action"] == "break-lock" for h in history()[-3:])
     finally:
@@ -295,11 +282,10 @@ def test_run_killed_mid_validate_shows_its_failure_and_stale_lock_and_a_rerun_af
         now = state()  # this run's own failure, not one a run before it left in state.json
         if (now.get("failure") or {}).get("run_id") == (now.get("deployment") or {}).get("id", "none"):
             break
-        assert first.poll() is None, "the deploy ended before its validation failed"
+        assert first.proc.poll() is None, "the deploy ended before its validation failed"
         assert time.monotonic() < deadline, "no failure recorded within 180 s"
         time.sleep(0.02)
-    os.killpg(first.pid, signal.SIGKILL)  # the ansible-playbook (and its workers) killed mid-validate
-    first.wait()
+    first.kill()  # the ansible-playbook (and its workers) killed mid-validate
 
     killed = state()
     assert killed["deployment"]["stage"] == "validate"
@@ -312,23 +298,24 @@ def test_run_killed_mid_validate_shows_its_failure_and_stale_lock_and_a_rerun_af
 
     status_file = tmp_path / "status.json"
     run = run_playbook("status.yml", "-e", f"bluegreen_status_file={status_file}")
-    assert run.returncode == 0, run.output[-2000:]
+    assert run.returncode == 0, run.tail(2000)
     status = json.loads(status_file.read_text())
     assert {k: status["failure"][k] for k in ("stage", "check", "host", "observed")} == {
         k: failure[k] for k in ("stage", "check", "host", "observed")
     }
     assert status["lock"]["stale"] is True and str(first.pid) in status["lock"]["stale_reason"]
     assert status["abandoned"]["run_id"] == failure["run_id"] and status["abandoned"]["stage"] == "validate"
-    assert "ABANDONED" in run.output and "health_ready" in run.output  # the lines: unit-tested
-    assert "STALE" in run.output
+    shown = status_text(run)
+    assert "ABANDONED" in shown and "health_ready" in shown  # the lines: unit-tested
+    assert "STALE" in shown
 
     refused = deploy("1.1.0")
     assert refused.returncode != 0
-    assert "bluegreen_break_lock=true" in refused.output
+    assert "bluegreen_break_lock=true" in refused.message
     assert state()["failure"]["run_id"] == failure["run_id"]  # a refused run changes nothing
 
     rerun = deploy("1.1.0", "-e", "bluegreen_break_lock=true")
-    assert rerun.returncode == 0, rerun.output[-3000:]
+    assert rerun.returncode == 0, rerun.tail(3000)
     after = state()
     assert (after["live"], after["versions"][idle], after["deployment"], after["failure"]) == (
         idle,
@@ -359,10 +346,11 @@ def test_check_mode_changes_nothing_and_shows_the_diff(releases):
     live = state()["live"]
     version = "1.1.0" if state()["versions"][other(live)] != "1.1.0" else "1.2.0"
     run = run_playbook("deploy.yml", "-e", f"bluegreen_version={version}", "--check", "--diff")
-    assert run.returncode == 0, run.output[-3000:]
-    assert f"-live {live}" in run.output
-    assert f"+live {other(live)}" in run.output
-    assert f"releases/{version}" in run.output  # the current symlink would move
+    assert run.returncode == 0, run.tail(3000)
+    diffs = "\n".join(e["diff"] for e in run.of_type("diff"))
+    assert f"-live {live}" in diffs
+    assert f"+live {other(live)}" in diffs
+    assert f"releases/{version}" in diffs  # the current symlink would move
     assert (STATE_DIR / "state.json").read_text() == before["state"]
     assert (HAPROXY_DIR / "live.map").read_text() == before["map"]
     assert len(history()) == before["history"]
@@ -387,8 +375,8 @@ def test_bad_version_is_refused_before_anything_changes(lab, version, message):
     # as JSON, so the value reaches the play exactly as written, newline included
     run = run_playbook("deploy.yml", "-e", json.dumps({"bluegreen_version": version}), *FAST)
     assert run.returncode != 0
-    assert message in run.output
-    assert "failed in stage preflight" in run.output
+    assert message in run.message
+    assert "failed in stage preflight" in run.message
     assert ((STATE_DIR / "state.json").read_text(), len(history())) == before
     assert not (STATE_DIR / "deploy.lock").exists()
 
@@ -438,7 +426,7 @@ def test_bad_input_is_refused_by_argument_validation_before_any_state_is_touched
 def test_haproxy_restart_after_a_switch_keeps_the_live_color(releases):
     live = state()["live"]
     run = run_playbook("switch.yml", "-e", f"bluegreen_color={other(live)}")
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.returncode == 0, run.tail(3000)
     supervisorctl = [
         str(REPO / ".lab/lb/supervisor/venv/bin/supervisorctl"),
         "-c",
@@ -454,18 +442,18 @@ def test_haproxy_restart_after_a_switch_keeps_the_live_color(releases):
             time.sleep(0.2)
     assert haproxy_live() == state()["live"] == other(live)
     run = run_playbook("switch.yml", "-e", f"bluegreen_color={live}")
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.returncode == 0, run.tail(3000)
 
 
 def test_site_after_a_switch_changes_nothing_and_keeps_the_live_color(releases):
     live = state()["live"]
     run = run_playbook("switch.yml", "-e", f"bluegreen_color={other(live)}")
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.returncode == 0, run.tail(3000)
     try:
         site = run_playbook("site.yml")
-        assert site.returncode == 0, site.output[-3000:]
-        assert {host: c["changed"] for host, c in site.recap().items() if c["changed"]} == {}
+        assert site.returncode == 0, site.tail(3000)
+        assert {host: c["changed"] for host, c in site.stats.items() if c["changed"]} == {}
         assert haproxy_live() == state()["live"] == other(live)
     finally:
         run = run_playbook("switch.yml", "-e", f"bluegreen_color={live}")
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.returncode == 0, run.tail(3000)

@@ -40,7 +40,7 @@ def test_provision_failing_after_current_moved_is_finished_by_a_plain_rerun(rele
 
     broken = run_playbook("deploy.yml", "-e", f"bluegreen_version={new}", *FAST, *BROKEN_CONFIG)
     assert broken.returncode != 0
-    assert "failed in stage provision" in broken.output
+    assert "failed in stage provision" in broken.message
     assert history()[-1]["failure"]["stage"] == "provision"
     # the failed run moved `current` and lost the restart it had asked for: the nodes still run `old`
     assert {node: current_release(node) for node in nodes} == dict.fromkeys(nodes, new)
@@ -53,7 +53,7 @@ def test_provision_failing_after_current_moved_is_finished_by_a_plain_rerun(rele
 
     # a plain re-run: nothing changes on disk any more, yet the nodes must end up running `new`
     rerun = run_playbook("deploy.yml", "-e", f"bluegreen_version={new}", *FAST)
-    assert rerun.returncode == 0, rerun.output[-4000:]
+    assert rerun.returncode == 0, rerun.tail(4000)
     assert state()["live"] == haproxy_live() == idle
     assert state()["versions"][idle] == new
     assert {node: running_version(node) for node in nodes} == dict.fromkeys(nodes, new)

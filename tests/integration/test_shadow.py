@@ -5,15 +5,13 @@ steady traffic through the live frontend."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
 import orjson
 
-from tests.conftest import LAB, REPO, VENV_BIN
+from tests.conftest import LAB, PlaybookRun, run_playbook
 from tests.integration.lab import HAPROXY_DIR, Loadgen, runtime, sink_lines, state
 
 PERCENT = 10
@@ -27,22 +25,14 @@ def colors() -> tuple[str, str]:
     return live, "green" if live == "blue" else "blue"
 
 
-def drive(action: str, out: Path | None = None) -> subprocess.CompletedProcess:
+def drive(action: str, out: Path | None = None) -> PlaybookRun:
     """tests/integration/playbooks/shadow.yml: the task files, run on the idle hosts like validate does."""
     extra = ["-e", f"bluegreen_shadow_action={action}", "-e", f"bluegreen_shadow_hosts={colors()[1]}"]
     # the lab's folder is found from playbook_dir; this playbook is not in playbooks/
     extra += ["-e", f"bluegreen_shadow_percent={PERCENT}", "-e", f"bluegreen_lab_dir={LAB}"]
     if out is not None:
         extra += ["-e", f"bluegreen_shadow_out={out}"]
-    return subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), "tests/integration/playbooks/shadow.yml", *extra],
-        cwd=REPO,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_playbook("tests/integration/playbooks/shadow.yml", *extra, timeout=120)
 
 
 def shadow_lines(color: str | None = None) -> list[dict]:
@@ -69,11 +59,11 @@ def test_shadow_traffic_mirrors_the_configured_fraction_and_never_touches_live(l
     try:
         time.sleep(1)
         started = drive("start")
-        assert started.returncode == 0, started.stdout[-3000:]
+        assert started.returncode == 0, started.tail()
         assert shadow_percent() == str(PERCENT)
         time.sleep(SHADOW_SECONDS)
         stopped = drive("stop", tmp_path / "records.json")
-        assert stopped.returncode == 0, stopped.stdout[-3000:]
+        assert stopped.returncode == 0, stopped.tail()
         assert shadow_percent() == "0"
         after_stop = counters()
         mirrored_lines = len(shadow_lines())  # the queue was drained by shadow_stop

@@ -4,22 +4,20 @@ And playbooks/validate.yml: read-only (changed=0), non-zero exit when a check fa
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.conftest import LAB, REPO, VENV_BIN
+from tests.conftest import LAB, PlaybookRun
 from tests.integration.lab import (
     STATE_DIR,
     Loadgen,
-    PlaybookRun,
     build_release,
     haproxy_live,
     history,
     run_playbook,
+    start_playbook,
     state,
 )
 
@@ -47,19 +45,19 @@ def fault(**keys: object) -> list[str]:
 
 def assert_failed_in_validate(run: PlaybookRun, check: str, node: str | None, *observed: str) -> dict:
     """The run failed in stage 3 naming the check, its node and figures; nothing moved; the report says so."""
-    assert run.returncode != 0, run.output[-3000:]
+    assert run.returncode != 0, run.tail(3000)
     last = history()[-1]
     assert last["result"] == "failed", last
     failure = last["failure"]
     assert (failure["stage"], failure["check"]) == ("validate", check), failure
     if node:
         assert failure["host"] == node, failure
-    assert "failed in stage validate" in run.output
-    assert f'check "{check}"' in run.output
+    assert "failed in stage validate" in run.message
+    assert f'check "{check}"' in run.message
     assert "observed" in failure["observed"] and "threshold" in failure["observed"], failure
     for text in observed:
         assert text in failure["observed"], failure
-    assert "Traffic never moved" in run.output
+    assert "Traffic never moved" in run.message
     assert not (STATE_DIR / "deploy.lock").exists()
     checks = report(last["deployment_id"])
     failed = [c for c in checks["checks"] if c["verdict"] == "fail"]
@@ -130,30 +128,17 @@ def test_a_node_with_the_wrong_version_fails_naming_it(release, tmp_path):
 def test_config_drift_on_one_node_fails_naming_node_and_key(release, tmp_path):
     node = idle_hosts()[1]
     config = LAB / "nodes" / node / "etc" / "logplatform.toml"
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
-    cmd = [
-        str(VENV_BIN / "ansible-playbook"),
-        "playbooks/deploy.yml",
-        "-e",
-        f"bluegreen_version={VERSION}",
-        *FAST,
-    ]
-    output, edited = [], False
     with live_traffic(tmp_path / "load"):
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for line in proc.stdout:
-            output.append(line)
-            if not edited and "[3/6 validate] Show the stage" in line:
-                # provisioning is done and the node runs its rendered file: someone edits it by hand
-                text = config.read_text()
-                assert "max_batch_entries = 10000" in text
-                config.write_text(text.replace("max_batch_entries = 10000", "max_batch_entries = 500"))
-                edited = True
-        proc.wait(timeout=300)
-    assert edited, "".join(output)[-3000:]
-    run = PlaybookRun(proc.returncode, "".join(output))
+        deploying = start_playbook("deploy.yml", "-e", f"bluegreen_version={VERSION}", *FAST)
+        try:
+            deploying.wait_for_event(lambda e: (e["type"], e.get("stage")) == ("stage_start", "validate"))
+            # provisioning is done and the node runs its rendered file: someone edits it by hand
+            text = config.read_text()
+            assert "max_batch_entries = 10000" in text
+            config.write_text(text.replace("max_batch_entries = 10000", "max_batch_entries = 500"))
+            run = deploying.wait(timeout=300)
+        finally:
+            deploying.kill()
     assert_failed_in_validate(run, "config_rendered", node, "running config_digest")
     failure = history()[-1]["failure"]["observed"]
     assert f"max_batch_entries = 500 on {node}, 10000 on {idle_hosts()[0]}" in failure
@@ -168,10 +153,12 @@ def test_canary_that_never_reaches_the_sink_fails(release, tmp_path):
 def test_validate_playbook_changes_nothing_and_fails_on_a_hand_edited_file(lab, tmp_path):
     live = state()["live"]
     run = run_playbook("validate.yml", "-e", f"bluegreen_color={live}")
-    assert run.returncode == 0, run.output[-3000:]
-    recap = run.recap()
-    assert recap and all(host["changed"] == 0 and host["failed"] == 0 for host in recap.values()), recap
-    assert "passed" in run.output
+    assert run.returncode == 0, run.tail(3000)
+    stats = run.stats
+    assert stats and all(host["changed"] == 0 and host["failures"] == 0 for host in stats.values()), stats
+    checks = run.of_type("check")  # the validation passed: every check, and the report says so
+    assert checks and all(c["verdict"] != "fail" for c in checks), checks
+    assert report(checks[0]["run_id"])["result"] == "pass"
 
     node = f"{live}-2"
     config = LAB / "nodes" / node / "etc" / "logplatform.toml"
@@ -182,10 +169,11 @@ def test_validate_playbook_changes_nothing_and_fails_on_a_hand_edited_file(lab, 
     finally:
         config.write_bytes(original)
     assert run.returncode != 0
-    assert f'failed in stage validate: check "config_rendered" on {node}' in run.output
-    assert "the file changed after the node started" in run.output
-    assert f"max_batch_entries = 500 on {node}, 10000 on {live}-1" in run.output
-    assert all(host["changed"] == 0 for host in run.recap().values()), run.recap()
+    said = "\n".join(run.task_failures)
+    assert f'failed in stage validate: check "config_rendered" on {node}' in said
+    assert "the file changed after the node started" in said
+    assert f"max_batch_entries = 500 on {node}, 10000 on {live}-1" in said
+    assert all(host["changed"] == 0 for host in run.stats.values()), run.stats
     assert state()["live"] == haproxy_live() == live
 
 
@@ -193,4 +181,5 @@ def test_validate_playbook_refuses_a_bad_color(lab):
     run = run_playbook("validate.yml", "-e", "bluegreen_color=purple")
     assert run.returncode != 0
     # refused by validate/plan's argument spec (the empty choice: the idle color)
-    assert "value of bluegreen_color must be one of: , blue, green, got: purple" in run.output
+    said = "\n".join(run.task_failures)
+    assert "value of bluegreen_color must be one of: , blue, green, got: purple" in said

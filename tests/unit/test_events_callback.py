@@ -9,9 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-import orjson
-
-from tests.conftest import REPO, VENV_BIN
+from tests.conftest import REPO, VENV_BIN, run_playbook
 
 PYTHON = ("-e", f"ansible_python_interpreter={sys.executable}")
 
@@ -103,19 +101,9 @@ def test_a_real_playbook_writes_the_events_file(tmp_path: Path) -> None:
             """
         )
     )
-    events_file = tmp_path / "events" / "run.jsonl"
-    env = {**os.environ, "BLUEGREEN_EVENTS_FILE": str(events_file), "ANSIBLE_NOCOLOR": "1"}
-    proc = subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", *PYTHON, str(playbook)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    events = [orjson.loads(line) for line in events_file.read_text().splitlines()]
+    run = run_playbook(playbook, "-i", "localhost,", "-c", "local", *PYTHON, timeout=120)
+    assert run.returncode == 2, run.tail()
+    events = run.events
     assert [e["type"] for e in events] == [
         "playbook_start",
         "stage_start",
@@ -131,6 +119,55 @@ def test_a_real_playbook_writes_the_events_file(tmp_path: Path) -> None:
     assert events[3]["result"] == "failed"  # the playbook failed while the stage was open: it stopped there
     assert events[4]["result"] == "failed"
     assert events[4]["hosts"]["localhost"]["failures"] == 1
+
+
+def test_diffs_the_stderr_of_a_failed_command_and_each_lbs_status_are_events(tmp_path: Path) -> None:
+    """What people read in Ansible's output is in the events too: --diff's text (check mode included),
+    the stderr of a command that failed beside its message, and the status each lb host reports."""
+    target = tmp_path / "live.map"
+    target.write_text("live blue\n")
+    playbook = tmp_path / "shown.yml"
+    playbook.write_text(
+        textwrap.dedent(
+            f"""\
+            - name: Show what people read
+              hosts: localhost
+              gather_facts: false
+              tasks:
+                - name: Report the status, as two lbs would
+                  ansible.builtin.debug:
+                    var: bluegreen_event
+                  loop: [lb-1, lb-2]
+                  vars:
+                    bluegreen_event:
+                      type: status
+                      status: {{live: blue}}
+                      lines: ["lock   STALE {{{{ item }}}}"]
+                - name: Would point live elsewhere
+                  ansible.builtin.copy:
+                    content: "live green\\n"
+                    dest: {target}
+                    mode: "0644"
+                - name: A command that says why it failed on stderr
+                  ansible.builtin.shell: echo "line 7 timeout client notatime" >&2; exit 3
+                  changed_when: false
+                  check_mode: false
+            """
+        )
+    )
+    run = run_playbook(playbook, "-i", "localhost,", "-c", "local", *PYTHON, "--check", "--diff", timeout=120)
+    assert run.returncode == 2, run.tail()
+    assert target.read_text() == "live blue\n"  # check mode: nothing written
+    assert [line for e in run.of_type("status") for line in e["lines"]] == [
+        "lock   STALE lb-1",
+        "lock   STALE lb-2",
+    ]
+    (diff,) = run.of_type("diff")
+    assert (diff["host"], diff["task"]) == ("localhost", "Would point live elsewhere")
+    assert "-live blue" in diff["diff"] and "+live green" in diff["diff"]
+    (failed,) = run.of_type("task_failed")
+    assert "non-zero return code" in failed["message"]
+    assert failed["stderr"] == "line 7 timeout client notatime"
 
 
 def test_without_a_path_the_callback_writes_nothing(tmp_path: Path) -> None:

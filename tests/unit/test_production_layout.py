@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, VENV_BIN
+from tests.conftest import REPO, VENV_BIN, run_playbook
 from tests.unit.haproxy_fixture import free_port, process_uids
 
 NODE = "logs-blue-1.example.net"
@@ -103,22 +103,14 @@ def layout() -> Iterator[Layout]:
             "logplatform_systemd_user": SERVICE_USER,
             "logplatform_systemd_group": SERVICE_GROUP,
         }
-        proc = subprocess.run(
-            [
-                *(str(VENV_BIN / "ansible-playbook"), "tests/unit/playbooks/production_layout.yml"),
-                *("-i", "inventories/production.example", "-i", str(root / "local.yml")),
-                *("-e", json.dumps(extra)),
-            ],
-            cwd=REPO,
-            env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
-            capture_output=True,
-            text=True,
+        run = run_playbook(
+            "tests/unit/playbooks/production_layout.yml",
+            *("-i", "inventories/production.example", "-i", str(root / "local.yml")),
+            *("-e", json.dumps(extra)),
             timeout=300,
-            check=False,
         )
-        output = proc.stdout + proc.stderr
-        assert proc.returncode == 0, output[-6000:]
-        yield Layout(root, output, addresses)
+        assert run.returncode == 0, run.tail(6000)
+        yield Layout(root, run.output, addresses)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

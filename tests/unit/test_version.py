@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 from ansible.module_utils.bluegreen_version import VersionError, check_version, is_version, version_key
 
-from tests.conftest import REPO, VENV_BIN
+from tests.conftest import REPO, VENV_BIN, run_playbook
 
 GOOD = ["0.0.0", "1.2.0", "10.20.30", "1.2.0a1", "1.2.0b0", "1.2.0rc12"]
 # A trailing newline passes a `^...$` search: `$` matches before a final "\n".
@@ -73,20 +72,12 @@ def test_playbooks_test_plugin_applies_the_same_rule(tmp_path):
         "        mode: '0600'\n"
     )
     out = tmp_path / "passed.json"
-    run = subprocess.run(
-        [
-            str(VENV_BIN / "ansible-playbook"),
-            *("-i", "localhost,", "-c", "local"),
-            *("-e", f"ansible_python_interpreter={sys.executable}"),
-            *("-e", json.dumps({"candidates": [*GOOD, *BAD, ""], "out": str(out)})),
-            str(playbook),
-        ],
-        cwd=REPO,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
-        capture_output=True,
-        text=True,
+    run = run_playbook(
+        playbook,
+        *("-i", "localhost,", "-c", "local"),
+        *("-e", f"ansible_python_interpreter={sys.executable}"),
+        *("-e", json.dumps({"candidates": [*GOOD, *BAD, ""], "out": str(out)})),
         timeout=120,
-        check=False,
     )
-    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert run.returncode == 0, run.tail()
     assert json.loads(out.read_text()) == GOOD

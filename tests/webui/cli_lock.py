@@ -7,12 +7,13 @@ a file a test wrote.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import REPO, VENV_BIN
+from tests.conftest import start_playbook
 
 PLAYBOOK = """
 - name: Hold the deploy lock as a CLI run holds it, until the test opens the gate
@@ -58,19 +59,13 @@ class CliLock:
         self.state_dir = state_dir
         playbook = tmp / "hold_lock.yml"
         playbook.write_text(PLAYBOOK)
-        self.log = tmp / "cli-lock.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [
-                    str(VENV_BIN / "ansible-playbook"),
-                    *("-i", str(inventory), str(playbook)),
-                    *("-e", json.dumps({"gate": str(self.gate), "bluegreen_state_dir": str(state_dir)})),
-                    *extra,
-                ],
-                cwd=REPO,  # the project's ansible.cfg: roles, modules, the lookup
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        self.playbook = start_playbook(
+            playbook,
+            *("-i", str(inventory)),
+            *("-e", json.dumps({"gate": str(self.gate), "bluegreen_state_dir": str(state_dir)})),
+            *extra,
+        )  # from the repo: the project's ansible.cfg (roles, modules, the lookup)
+        self.proc = self.playbook.proc
         self.lock = self._wait_for_lock()
 
     def _wait_for_lock(self) -> dict:
@@ -78,7 +73,7 @@ class CliLock:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"the CLI lock holder ended early: {self.log.read_text()[-3000:]}")
+                raise AssertionError(f"the CLI lock holder ended early: {self.playbook.output()[-3000:]}")
             try:
                 lock = json.loads(path.read_text())
             except (OSError, ValueError):
@@ -86,26 +81,18 @@ class CliLock:
             if lock.get("pid") == self.proc.pid:
                 return lock
             time.sleep(0.1)
-        raise AssertionError(f"no CLI lock after 120 s: {self.log.read_text()[-3000:]}")
+        raise AssertionError(f"no CLI lock after 120 s: {self.playbook.output()[-3000:]}")
 
     def release(self) -> None:
         """Open the gate; the playbook releases the lock and ends (killed if it does not)."""
         self.gate.touch()
-        try:
-            rc = self.proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-        assert rc == 0, self.log.read_text()[-3000:]
+        run = self.playbook.wait(timeout=120)
+        assert run.returncode == 0, run.tail()
         assert not (self.state_dir / "deploy.lock").exists()
 
     def stop(self) -> None:
         """In a finally: release if still running, never leave the process behind."""
         if self.proc.poll() is None:
             self.gate.touch()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):  # then wait() killed it
+                self.playbook.wait(timeout=60)
