@@ -31,8 +31,10 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/ansible-lint --offline --profile production playbooks roles
 
+# pytest-xdist: the lab's tests (fixed ports) in one worker, the others in parallel beside them
+# (tests/conftest.py, pytest_xdist_make_scheduler)
 test: setup lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 unit: setup
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)

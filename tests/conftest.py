@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+from xdist.scheduler import LoadScopeScheduling
+
 import bluegreen  # noqa: F401  (our module_utils import as ansible.module_utils.<name>, as for our modules)
 from bluegreen.progress import EventFollower, PlaybookResult
 
@@ -21,6 +24,23 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 LAB = REPO / ".lab"
 POLL_SECONDS = 0.05
+LAB_TESTS = "tests/integration/"
+
+
+class LabScheduling(LoadScopeScheduling):
+    """A scope of its own for each test, and one for all of tests/integration/ (the lab's)."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return "lab" if nodeid.startswith(LAB_TESTS) else nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LabScheduling:
+    """Under pytest-xdist (`make test`: -n auto) every test of tests/integration/ runs in ONE worker, one
+    after another in one session, as without xdist: they share the one lab (fixed ports, one .lab/).
+    Every other test picks free ports and runs on whichever worker is free, beside the lab's. (xdist's
+    loadgroup marks would do the same, but they do not group under pytest 9: xdist sets item._nodeid.)"""
+    return LabScheduling(config, log)
 
 
 @dataclass

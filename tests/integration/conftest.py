@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from tests.integration.lab import PlaybookRun, run_playbook, stop_lab
+from tests.conftest import LAB
+from tests.integration.lab import PlaybookRun, run_playbook, stop_lab, supervisord_pids
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -22,7 +23,7 @@ def lab() -> PlaybookRun:
     BLUEGREEN_TEST_REUSE_LAB=1 keeps a running lab (and leaves it running) to iterate faster.
     """
     reuse = os.environ.get("BLUEGREEN_TEST_REUSE_LAB") == "1"
-    if not reuse:
+    if not reuse and (LAB.exists() or supervisord_pids()):  # a fresh clone has nothing to stop
         stop_lab(purge=True)
     run = run_playbook("site.yml")
     try:
