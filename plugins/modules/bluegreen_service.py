@@ -18,7 +18,10 @@ description:
     With I(drain=false) it stops without the grace (C(SIGQUIT)), for a node that takes no traffic (the idle
     color of a deployment); only when the running release says in C(/version) that it handles that signal
     (C(quick_stop)), else it drains as usual. In-flight requests still finish and the sink is flushed.
-  - Under C(supervisor) through C(supervisorctl); under C(systemd) through C(systemctl) (always drained).
+  - Under C(supervisor) through supervisord's XML-RPC interface on its unix socket (the C(serverurl)
+    that C(supervisorctl) uses, read from C(<supervisor_root>/supervisord.conf)): one call a step, no
+    C(supervisorctl) process and no wait for C(startsecs); a program supervisord gives up on (C(FATAL))
+    fails the module at once, naming the state. Under C(systemd) through C(systemctl) (always drained).
   - In check mode nothing is started or restarted; the result says whether it would be.
 options:
   manager:
@@ -27,8 +30,7 @@ options:
     choices: [supervisor, systemd]
     default: supervisor
   supervisor_root:
-    description: The supervisor installation (C(venv/bin/supervisorctl), C(supervisord.conf)); for
-      I(manager=supervisor).
+    description: The supervisor instance directory (its C(supervisord.conf)); for I(manager=supervisor).
     type: path
   name:
     description: The supervisor program or the systemd unit.
@@ -115,7 +117,12 @@ running:
   type: dict
 """
 
+import configparser
+import http.client
+import os
+import socket
 import time
+import xmlrpc.client
 from collections.abc import Callable
 
 from ansible.module_utils.basic import AnsibleModule
@@ -128,73 +135,136 @@ from ansible.module_utils.bluegreen_checks import (
     short,
 )
 
-STOPPED = ("STOPPED", "EXITED", "FATAL", "BACKOFF")
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over supervisord's unix socket (its XML-RPC interface, what supervisorctl talks to)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
 
 
-class Manager:
-    """start / restart / quick_stop of one service, through supervisorctl or systemctl."""
+class UnixTransport(xmlrpc.client.Transport):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__()
+        self.socket_path, self.timeout = path, timeout
+
+    def make_connection(self, host: object) -> http.client.HTTPConnection:
+        return UnixHTTPConnection(self.socket_path, self.timeout)
+
+
+def supervisor_socket(root: str) -> str:
+    """The unix socket supervisorctl uses: [supervisorctl] serverurl of <root>/supervisord.conf."""
+    conf = configparser.ConfigParser(interpolation=None)
+    conf.read(os.path.join(root, "supervisord.conf"))
+    url = conf.get("supervisorctl", "serverurl", fallback="")
+    return url[len("unix://") :] if url.startswith("unix://") else os.path.join(root, "supervisor.sock")
+
+
+class Supervisor:
+    """start / restart / quick restart of one supervisor program, through supervisord's XML-RPC API:
+    one call a step instead of one supervisorctl process a step, and no wait for startsecs (the module
+    waits for the node's own health endpoint; a program that cannot start is reported from its state)."""
 
     def __init__(self, module: AnsibleModule) -> None:
-        p = module.params
-        self.module, self.name = module, p["name"]
-        if p["manager"] == "supervisor":
-            root = p["supervisor_root"]
-            self.ctl = [f"{root}/venv/bin/supervisorctl", "-c", f"{root}/supervisord.conf"]
-        else:
-            self.ctl = None
+        root = module.params["supervisor_root"]
+        self.module, self.name = module, module.params["name"]
+        self.socket = supervisor_socket(root)
+        proxy = xmlrpc.client.ServerProxy("http://localhost", transport=UnixTransport(self.socket, 30.0))
+        self.api = proxy.supervisor
 
-    def run(self, *args: str) -> tuple[int, str]:
-        argv = [*self.ctl, *args] if self.ctl else ["systemctl", *args]
-        rc, out, err = self.module.run_command(argv)
-        return rc, (out + err).strip()
+    def call(self, what: str, *args: object) -> object:
+        try:
+            return getattr(self.api, what)(*args)
+        except xmlrpc.client.Fault as exc:
+            raise SupervisorFault(exc.faultString) from exc
+        except OSError as exc:
+            self.module.fail_json(msg=f"supervisord at {self.socket} does not answer ({exc}): is it running?")
+        return None
 
-    def fail(self, what: str, output: str) -> None:
-        self.module.fail_json(msg=f"{what} {self.name} failed: {output or 'no output'}")
+    def state(self) -> dict:
+        return self.call("getProcessInfo", self.name)
 
     def start(self) -> bool:
-        """Start when stopped; True when it was."""
-        if self.ctl is None:
-            rc, active = self.run("is-active", self.name)
-            if active == "active":
+        """Start when stopped (without waiting for startsecs); True when it was stopped."""
+        try:
+            self.call("startProcess", self.name, False)
+        except SupervisorFault as exc:
+            if str(exc).startswith("ALREADY_STARTED"):
                 return False
-            rc, out = self.run("start", self.name)
-            if rc != 0:
-                self.fail("systemctl start", out)
-            return True
-        rc, out = self.run("start", self.name)
-        if rc == 0 and ": started" in out:
-            return True
-        if "already started" in out:
-            return False
-        self.fail("supervisorctl start", out)
-        return False
+            self.module.fail_json(msg=f"supervisord could not start {self.name}: {exc}")
+        return True
+
+    def stop(self) -> None:
+        try:
+            self.call("stopProcess", self.name, True)
+        except SupervisorFault as exc:
+            if not str(exc).startswith("NOT_RUNNING"):
+                self.module.fail_json(msg=f"supervisord could not stop {self.name}: {exc}")
 
     def restart(self) -> None:
-        rc, out = self.run("restart", self.name)
-        if rc != 0:
-            self.fail(f"{'supervisorctl' if self.ctl else 'systemctl'} restart", out)
+        self.stop()
+        self.start()
 
     def quick_restart(self, signal_name: str, timeout: float) -> bool:
-        """Stop with the quick-stop signal, then start; False when that is not possible here."""
-        if self.ctl is None:
-            return False
-        rc, out = self.run("signal", signal_name, self.name)
-        if rc != 0:
+        """Stop with the quick-stop signal, then start; False when the program is not running."""
+        try:
+            self.call("signalProcess", self.name, signal_name)
+        except SupervisorFault:
             return False  # not running after all: a plain restart says why
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rc, out = self.run("status", self.name)
-            if any(state in out.split() for state in STOPPED):
-                break
-            time.sleep(0.05)
-        else:
-            self.module.fail_json(
-                msg=f"{self.name} did not stop within {timeout:.0f}s of {signal_name}: {out}"
-            )
-        rc, out = self.run("start", self.name)
-        if rc != 0 or ": started" not in out:
-            self.fail("supervisorctl start", out)
+        while self.state()["statename"] in ("RUNNING", "STOPPING"):
+            if time.monotonic() > deadline:
+                self.module.fail_json(msg=f"{self.name} did not stop within {timeout:.0f}s of {signal_name}")
+            time.sleep(0.02)
+        self.start()
         return True
+
+    def trouble(self) -> str | None:
+        """Why the program will not come up, when supervisord gave up on it (FATAL: it kept exiting)."""
+        info = self.state()
+        if info["statename"] == "FATAL":
+            return f"supervisord gave up on {self.name} (FATAL {info.get('spawnerr') or 'it kept exiting'})"
+        return None
+
+
+class SupervisorFault(Exception):
+    pass
+
+
+class Systemd:
+    """start / restart of one systemd unit through systemctl (a restart always drains)."""
+
+    def __init__(self, module: AnsibleModule) -> None:
+        self.module, self.name = module, module.params["name"]
+
+    def run(self, *args: str) -> tuple[int, str]:
+        rc, out, err = self.module.run_command(["systemctl", *args, self.name])
+        return rc, (out + err).strip()
+
+    def start(self) -> bool:
+        if self.run("is-active")[1] == "active":
+            return False
+        rc, out = self.run("start")
+        if rc != 0:
+            self.module.fail_json(msg=f"systemctl start {self.name} failed: {out}")
+        return True
+
+    def restart(self) -> None:
+        rc, out = self.run("restart")
+        if rc != 0:
+            self.module.fail_json(msg=f"systemctl restart {self.name} failed: {out}")
+
+    def quick_restart(self, signal_name: str, timeout: float) -> bool:
+        return False
+
+    def trouble(self) -> str | None:
+        return f"systemd reports {self.name} failed" if self.run("is-failed")[0] == 0 else None
 
 
 def poll(what: Callable[[], dict | None], timeout: float) -> dict | None:
@@ -228,7 +298,7 @@ def main() -> None:
     )
     p = module.params
     node, url = p["node"], p["url"]
-    manager = Manager(module)
+    manager = Supervisor(module) if p["manager"] == "supervisor" else Systemd(module)
 
     def version() -> dict | None:
         try:
@@ -273,6 +343,9 @@ def main() -> None:
             observed = f"{status} {short(body)}"
         except CheckError as exc:
             observed = str(exc)
+        trouble = manager.trouble()
+        if trouble:
+            module.fail_json(msg=f"node {node} does not come up: {trouble}; see its log", **result)
         if time.monotonic() >= deadline:
             module.fail_json(
                 msg=f"node {node} did not answer {health} with 200 within {p['ready_timeout']}s: {observed}",
