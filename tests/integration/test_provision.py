@@ -65,3 +65,22 @@ def test_provision_failing_after_current_moved_is_finished_by_a_plain_rerun(rele
         restart_log = logs[node].read_bytes()[log_size[node] :].decode()
         assert "received SIGQUIT" in restart_log, restart_log
         assert "still serving for 0.00s" in restart_log, restart_log
+
+
+def test_a_release_that_cannot_start_fails_provision_at_once_naming_supervisords_verdict(releases):
+    """TEST-ONLY fault crash_on_start: the node exits at every start; supervisord gives up (FATAL) after
+    its retries, and provision says so then, not after the readiness timeout. A re-run starts it again."""
+    live = state()["live"]
+    idle = "green" if live == "blue" else "blue"
+    new = "1.1.0" if state()["versions"][idle] != "1.1.0" else "1.0.0"
+    crashing = ["-e", '{"logplatform_fault": {"crash_on_start": true}, "logplatform_ready_timeout": 600}']
+
+    failed = run_playbook("deploy.yml", "-e", f"bluegreen_version={new}", *FAST, *crashing, timeout=300)
+    assert failed.returncode != 0
+    assert "failed in stage provision" in failed.message
+    assert "supervisord gave up on logplatform (FATAL" in failed.message, failed.tail()
+    assert state()["live"] == haproxy_live() == live  # traffic never moved
+
+    rerun = run_playbook("deploy.yml", "-e", f"bluegreen_version={new}", *FAST)
+    assert rerun.returncode == 0, rerun.tail(4000)
+    assert state()["live"] == haproxy_live() == idle
