@@ -26,6 +26,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -87,14 +88,17 @@ def switch(method: str, color: str) -> dict[str, Any]:
             f"socket={HAPROXY_DIR / 'admin.sock'} map={HAPROXY_DIR / 'live.map'} "
             f"state_dir={LAB / 'lb/state'} color={color}"
         )
-        proc = subprocess.run(
-            [str(BIN / "ansible"), "lb", "-m", "bluegreen_switch", "-a", args, "-o"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        out = json.loads(proc.stdout.split("=>", 1)[1])
+        # the module's result as JSON, one file per host (ansible --tree), not parsed out of stdout
+        with tempfile.TemporaryDirectory() as tree:
+            subprocess.run(
+                [str(BIN / "ansible"), "lb", "-m", "bluegreen_switch", "-a", args, "--tree", tree],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            (host_result,) = Path(tree).iterdir()
+            out = json.loads(host_result.read_text())
         result["runtime_ms"] = out["runtime_ms"]
     elif method == "reload":
         write_map(color)
