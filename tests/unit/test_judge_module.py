@@ -3,14 +3,12 @@ reported as a progress event."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import orjson
 
 from tests.ansible_modules import run_module
-from tests.conftest import REPO, VENV_BIN
+from tests.conftest import run_playbook
 
 
 def rec(name: str, node: str, verdict: str, message: str = "") -> dict:
@@ -87,22 +85,13 @@ def test_in_a_play_it_judges_on_the_controller_without_touching_the_host(tmp_pat
             ]
         ).decode()
     )
-    events_file = tmp_path / "events.jsonl"
-    proc = subprocess.run(
-        [
-            str(VENV_BIN / "ansible-playbook"),
-            *("-i", "unreachable-node,", "-e", "ansible_host=127.0.0.1 ansible_port=1"),
-            str(playbook),
-        ],
-        cwd=REPO,
-        env={**os.environ, "BLUEGREEN_EVENTS_FILE": str(events_file), "ANSIBLE_NOCOLOR": "1"},
-        capture_output=True,
-        text=True,
+    run = run_playbook(
+        playbook,
+        *("-i", "unreachable-node,", "-e", "ansible_host=127.0.0.1 ansible_port=1"),
         timeout=120,
-        check=False,
     )
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    events = [orjson.loads(line) for line in events_file.read_text().splitlines()]
+    assert run.returncode == 2, run.tail()
+    events = run.events
     assert [e["verdict"] for e in events if e["type"] == "check"] == ["pass", "pass", "fail"]
     failure = next(e for e in events if e["type"] == "task_failed")
     assert (failure["task"], failure["message"]) == ("Failing gate", "check p99")
