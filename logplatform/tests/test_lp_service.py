@@ -200,6 +200,7 @@ def test_version(node: Service) -> None:
         "config_digest": config_digest(config),
         "shared_config_digest": shared_config_digest(config),
         "started_at": body["started_at"],
+        "quick_stop": "SIGQUIT",
     }
     assert TS_FORMAT.fullmatch(body["started_at"])
 
