@@ -58,13 +58,15 @@ def gate(runtime: HAProxyRuntime, color: str, version: str, timeout: float) -> d
     return seen
 
 
-def probe(url: str, entry_id: str, timeout: float) -> dict:
-    """One new log entry through the live frontend: who answered it, and how."""
+def probe(
+    url: str, entry_id: str, timeout: float, service: str = "bluegreen-probe", message: str = "switch probe"
+) -> dict:
+    """One new log entry through a frontend (the switch's probe, the canary): who answered it, and how."""
     entry = {
         "ts": now(),
         "level": "info",
-        "service": "bluegreen-probe",
-        "message": "switch probe",
+        "service": service,
+        "message": message,
         "id": entry_id,
     }
     started = time.perf_counter()
