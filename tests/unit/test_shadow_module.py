@@ -73,12 +73,21 @@ def lab(tmp_path):
 
 
 @contextlib.contextmanager
-def idle_lab(tmp_path, green_fault: dict | None = None, blue_shadow: bool = False, **lb_args):
-    """blue-1 live, green-1 idle (shadow sink tmp_path/g-shadow, with a TEST-ONLY fault if given), HAProxy
-    with the mirror; yields (lb, blue, green)."""
+def idle_lab(
+    tmp_path,
+    green_fault: dict | None = None,
+    blue_shadow: bool = False,
+    blue_fault: dict | None = None,
+    **lb_args,
+):
+    """blue-1 live, green-1 idle (shadow sink tmp_path/g-shadow), each with a TEST-ONLY fault if given,
+    HAProxy with the mirror; yields (lb, blue, green)."""
     with fleet(tmp_path / "nodes") as start:
         blue = start(
-            "blue-1", "blue", **({"shadow_sink_dir": str(tmp_path / "b-shadow")} if blue_shadow else {})
+            "blue-1",
+            "blue",
+            **({"shadow_sink_dir": str(tmp_path / "b-shadow")} if blue_shadow else {}),
+            **({"fault": blue_fault} if blue_fault else {}),
         )
         green = start(
             "green-1",
@@ -306,6 +315,24 @@ def test_live_requests_stop_counting_when_sampling_stops(tmp_path):
     assert len(during_drain) > 20 and set(during_drain) == {200}
     # every live request before the stop was sampled (100 %); the ones during the drain are not counted
     assert counters["sampled"] <= counters["live_requests"] <= counters["sampled"] + 3, counters
+
+
+def test_a_batch_sampled_before_the_stop_and_answered_after_it_is_counted(tmp_path):
+    """The mirror counts and queues a sampled batch when its LIVE answer comes back: a stop while that
+    answer is on its way must still count it, or the shadow sink holds a batch the counters never saw."""
+    with idle_lab(tmp_path, blue_fault={"extra_latency_ms": 150}) as (lb, _, _):
+        shadow(lb, state="started", percent=100)
+        answers: list[int] = []
+        sender = threading.Thread(target=lambda: answers.append(Client(lb.live_port).post(batch(3, "late"))))
+        sender.start()
+        time.sleep(0.05)  # the batch is sampled and waits for the live node's answer
+        failed, result = shadow(lb, state="stopped")
+        sender.join()
+        assert answers == [200]
+        assert not failed and result["drained"] is True, result
+        counters = result["shadow"]
+        assert (counters["sampled"], counters["mirrored"]) == (1, 1), counters
+        assert len([line for line in lines(tmp_path / "g-shadow") if line["id"].startswith("late")]) == 3
 
 
 def test_check_mode_changes_nothing(lab):
