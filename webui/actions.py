@@ -50,7 +50,7 @@ class Action:
     fixed_vars: Mapping[str, Any] = field(default_factory=dict)
     # break-lock actions run only when the lock is held and stale; the others only when it is free
     needs_stale_lock: bool = False
-    # the "[n/N stage]" steps its playbook's task names report, in order (none: no progress bar)
+    # the stages its playbook enters (the progress events' stage_start), in order (none: no progress bar)
     stages: tuple[str, ...] = ()
     # dashboard settings (webui/config.py keys) this action passes to its playbook, see SETTING_VARS
     settings: tuple[str, ...] = ()
