@@ -19,7 +19,7 @@ _MODULE_UTILS = str(Path(__file__).resolve().parent.parent / "module_utils")
 if _MODULE_UTILS not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(_MODULE_UTILS)
 
-from ansible.module_utils.bluegreen_checks import judge
+from ansible.module_utils.bluegreen_checks import JUDGE_ARGUMENT_SPEC, judge
 
 
 class ActionModule(ActionBase):
@@ -29,14 +29,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp: str | None = None, task_vars: dict | None = None) -> dict:
         result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(
-            argument_spec={
-                "records": {"type": "list", "elements": "dict", "required": True},
-                "stage": {"type": "str", "default": "validate"},
-                "run_id": {"type": "str"},
-                "gate": {"type": "str", "default": "checks"},
-            }
-        )
+        _, args = self.validate_argument_spec(argument_spec=JUDGE_ARGUMENT_SPEC)
         bad, verdict = judge(args["records"], args["stage"], args["run_id"], args["gate"])
         result.update(verdict)
         result["failed"] = bad

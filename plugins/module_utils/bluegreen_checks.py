@@ -215,6 +215,15 @@ def check_record_shape(rec: object) -> str | None:
     return None
 
 
+# The options of bluegreen_judge, for its module and its action plugin alike.
+JUDGE_ARGUMENT_SPEC = {
+    "records": {"type": "list", "elements": "dict", "required": True},
+    "stage": {"type": "str", "default": "validate"},
+    "run_id": {"type": "str"},
+    "gate": {"type": "str", "default": "checks"},
+}
+
+
 def judge(records: list, stage: str, run_id: str | None, gate: str) -> tuple[bool, dict]:
     """A gate's verdict on its records: (failed, result) with the failed records, the counts, the
     progress event (type checks) and the message naming every failed check. A malformed record fails

@@ -66,17 +66,12 @@ bluegreen_event:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.bluegreen_checks import judge
+from ansible.module_utils.bluegreen_checks import JUDGE_ARGUMENT_SPEC, judge
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={
-            "records": {"type": "list", "elements": "dict", "required": True},
-            "stage": {"type": "str", "default": "validate"},
-            "run_id": {"type": "str"},
-            "gate": {"type": "str", "default": "checks"},
-        },
+        argument_spec=JUDGE_ARGUMENT_SPEC,
         supports_check_mode=True,
     )
     p = module.params
