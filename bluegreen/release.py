@@ -14,6 +14,11 @@ What the artifact assumes of a node: the same CPython minor version, ABI and pla
 dependencies: aiohttp, orjson, uvloop ...); the interpreter may live at another path on the node
 (`logplatform_python`). The `bluegreen_release` module checks that on the node before unpacking and
 refuses a mismatch naming both sides. The node needs nothing else: no pip, no network, no uv.
+
+`bluegreen release --package supervisor 4.3.0` builds the environment of a tool the hosts run beside the
+releases the same way, from the package index, into `.lab/tools/supervisor/4.3.0/` (same artifact, same
+manifest, unpacked by the same module); it is kept while it was built on an interpreter of the
+controller's kind, so every site run after the first reuses it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +44,8 @@ log = logging.getLogger("bluegreen.release")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STORE = REPO_ROOT / ".lab" / "releases"
+# environments of the tools the hosts run beside the releases (supervisor): <tools>/<name>/<version>/
+DEFAULT_TOOLS = REPO_ROOT / ".lab" / "tools"
 SOURCE_DIR = REPO_ROOT / "logplatform"
 
 
@@ -89,6 +97,11 @@ def _source_commit() -> str:
 
 ARTIFACT = "release.tar.gz"
 MANIFEST_FORMAT = 2
+PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+# a distribution name as PyPI spells one (PEP 508's rule)
+PACKAGE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+# What must match for an artifact to run on an interpreter (the bluegreen_release module checks the same)
+PYTHON_MUST_MATCH = ("implementation", "cache_tag", "soabi", "platform")
 
 
 def _run(argv: list[str], cwd: Path | None = None) -> str:
@@ -126,7 +139,6 @@ def build(version: str, store: Path = DEFAULT_STORE, force: bool = False) -> Pat
         log.info("release %s already in %s", version, store)
         return target
     store.mkdir(parents=True, exist_ok=True)
-    python = base_python()
     with tempfile.TemporaryDirectory(prefix=f".build-{version}-", dir=store) as tmp:
         work = Path(tmp)
         source = work / "src"
@@ -139,14 +151,13 @@ def build(version: str, store: Path = DEFAULT_STORE, force: bool = False) -> Pat
             f'# Written by `bluegreen release`.\n__version__ = "{version}"\n'
         )
         wheels = work / "wheels"
-        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-        _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)])
+        _run([*PIP, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)])
         built = next(wheels.glob("logplatform-*.whl"))
         # Every dependency as a wheel, at the versions the controller itself is tested with (pip, so the
         # machine's index configuration applies).
         _run(
             [
-                *pip,
+                *PIP,
                 "download",
                 "--only-binary=:all:",
                 "-c",
@@ -156,50 +167,101 @@ def build(version: str, store: Path = DEFAULT_STORE, force: bool = False) -> Pat
                 str(built),
             ]
         )
-        # The complete virtualenv, offline from those wheels: built here once, only unpacked on nodes.
-        venv = work / "venv"
-        uv = [_uv(), "--no-config", "--quiet"]
-        _run([*uv, "venv", "--relocatable", "--python", python["executable"], str(venv)], cwd=work)
-        _run(
-            [
-                *(*uv, "pip", "install", "--python", str(venv / "bin" / "python")),
-                *("--offline", "--no-index", "--find-links", str(wheels)),
-                *("--compile-bytecode", "--link-mode", "copy", f"logplatform=={version}"),
-            ],
-            cwd=work,
-        )
         # A release that cannot import its own service is not a release.
-        _run([str(venv / "bin" / "python"), "-c", "import logplatform.app, logplatform.__main__"])
-        packages = json.loads(
-            _run([*uv, "pip", "list", "--python", str(venv / "bin" / "python"), "--format", "json"], cwd=work)
+        _store_venv(
+            work,
+            wheels,
+            "logplatform",
+            version,
+            imports=["logplatform.app", "logplatform.__main__"],
+            target=target,
+            wheel=built.name,
         )
-        staged = work / "release"
-        staged.mkdir()
-        artifact = staged / ARTIFACT
-        # members sorted, mtimes kept (the compiled bytecode is checked against them)
-        with tarfile.open(artifact, "w:gz", compresslevel=6) as tar:
-            tar.add(venv, arcname="venv", filter=_owned_by_root, recursive=True)
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "name": "logplatform",
-            "version": version,
-            "wheel": built.name,
-            "packages": {p["name"]: p["version"] for p in packages},
-            "built_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "source_commit": _source_commit(),
-            "python": python,
-            "artifact": ARTIFACT,
-            "artifact_sha256": _sha256(artifact),
-            "artifact_bytes": artifact.stat().st_size,
-        }
-        (staged / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        # rename is atomic: the store never shows a half-built release
-        staged.rename(target)
-        os.sync()
     log.info("built release %s into %s", version, target)
     return target
+
+
+def build_package(name: str, version: str, store: Path, force: bool = False) -> Path:
+    """Build the environment of a package from the index (a tool the hosts run beside the releases, such
+    as supervisor) once, into `<store>/<version>/`: the same artifact and manifest as a release, so a host
+    only unpacks it (module bluegreen_release). Kept while its manifest is current and was built on an
+    interpreter of this one's kind (implementation, cache tag, SOABI, platform); rebuilt otherwise."""
+    if not PACKAGE_NAME.fullmatch(name) or name == "logplatform":
+        raise ReleaseError(f"invalid package name {name!r}: expected a PyPI name other than logplatform")
+    target = release_dir(store, version)
+    if not force and _reusable(target, name):
+        log.info("%s %s already in %s", name, version, store)
+        return target
+    store.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".build-{version}-", dir=store) as tmp:
+        work = Path(tmp)
+        wheels = work / "wheels"
+        _run([*PIP, "download", "--only-binary=:all:", "-d", str(wheels), f"{name}=={version}"])
+        _store_venv(work, wheels, name, version, imports=[name.replace("-", "_")], target=target)
+    log.info("built %s %s into %s", name, version, target)
+    return target
+
+
+def _store_venv(
+    work: Path, wheels: Path, name: str, version: str, *, imports: list[str], target: Path, **extra: str
+) -> None:
+    """The complete virtualenv of `name==version`, offline from `wheels`, import-checked, packed into
+    `target` (release.tar.gz + manifest.json) by one rename: the store never shows half an artifact."""
+    python = base_python()
+    venv = work / "venv"
+    uv = [_uv(), "--no-config", "--quiet"]
+    _run([*uv, "venv", "--relocatable", "--python", python["executable"], str(venv)], cwd=work)
+    _run(
+        [
+            *(*uv, "pip", "install", "--python", str(venv / "bin" / "python")),
+            *("--offline", "--no-index", "--find-links", str(wheels)),
+            *("--compile-bytecode", "--link-mode", "copy", f"{name}=={version}"),
+        ],
+        cwd=work,
+    )
+    _run([str(venv / "bin" / "python"), "-c", f"import {', '.join(imports)}"])
+    packages = json.loads(
+        _run([*uv, "pip", "list", "--python", str(venv / "bin" / "python"), "--format", "json"], cwd=work)
+    )
+    staged = work / "release"
+    staged.mkdir()
+    artifact = staged / ARTIFACT
+    # members sorted, mtimes kept (the compiled bytecode is checked against them)
+    with tarfile.open(artifact, "w:gz", compresslevel=6) as tar:
+        tar.add(venv, arcname="venv", filter=_owned_by_root, recursive=True)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "version": version,
+        **extra,
+        "packages": {p["name"]: p["version"] for p in packages},
+        "built_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "source_commit": _source_commit(),
+        "python": python,
+        "artifact": ARTIFACT,
+        "artifact_sha256": _sha256(artifact),
+        "artifact_bytes": artifact.stat().st_size,
+    }
+    (staged / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if target.exists():
+        shutil.rmtree(target)
+    # rename is atomic: the store never shows a half-built artifact
+    staged.rename(target)
+    os.sync()
+
+
+def _reusable(target: Path, name: str) -> bool:
+    """The stored artifact is of this format and package, built on an interpreter of this one's kind."""
+    try:
+        manifest = json.loads((target / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        return False
+    if manifest.get("name") != name or not (target / ARTIFACT).is_file():
+        return False
+    built, here = manifest.get("python") or {}, base_python()
+    return all(built.get(key) == here[key] for key in PYTHON_MUST_MATCH)
 
 
 def _manifest_format(target: Path) -> int:
@@ -221,25 +283,37 @@ def _owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("version", nargs="?", help="release version, x.y.z")
     parser.add_argument(
-        "--store", type=Path, default=DEFAULT_STORE, help="release store (default: .lab/releases)"
+        "--store",
+        type=Path,
+        help="release store (default: .lab/releases; with --package NAME: .lab/tools/NAME)",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even if the release exists")
     parser.add_argument("--list", action="store_true", help="list the releases in the store and exit")
+    parser.add_argument(
+        "--package",
+        metavar="NAME",
+        help="build the environment of package NAME at VERSION from the package index instead of a "
+        "logplatform release (a tool the hosts run, e.g. supervisor), the same kind of artifact",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    store = args.store or (DEFAULT_TOOLS / args.package if args.package else DEFAULT_STORE)
     if args.list:
-        for version in list_releases(args.store):
+        for version in list_releases(store):
             print(version)
         return 0
     if not args.version:
         print("bluegreen release: a version is required, e.g. `bluegreen release 1.2.0`", file=sys.stderr)
         return 2
     try:
-        target = build(args.version, args.store, args.force)
+        if args.package:
+            target = build_package(args.package, args.version, store, args.force)
+        else:
+            target = build(args.version, store, args.force)
     except ReleaseError as exc:
         print(f"bluegreen release: {exc}", file=sys.stderr)
         return 2
-    print(f"release {args.version}: {target}")
+    print(f"{args.package or 'release'} {args.version}: {target}")
     return 0

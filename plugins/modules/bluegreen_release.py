@@ -1,5 +1,6 @@
 #!/usr/bin/python
-"""Unpack a prebuilt logplatform release (from `bluegreen release`) on a node; point `current` at it."""
+"""Unpack a prebuilt logplatform release or tool environment (from `bluegreen release`) on a host; point
+`current` at it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ short_description: Install a prebuilt logplatform release on a node and point cu
 description:
   - A release artifact (C(release.tar.gz) from C(bluegreen release)) holds a complete relocatable
     virtualenv, C(venv/). Installing it is unpacking it; nothing is built or downloaded on the node.
+  - The environment of a tool the hosts run (supervisor, from C(bluegreen release --package supervisor))
+    is the same kind of artifact and is installed the same way; messages then name it (C(supervisor
+    4.3.0)) and its role's interpreter variable (C(supervisor_python)).
   - Skips the work when the release is already installed with the same artifact (the marker
     C(<dest>/.artifact-<sha256>)); a release rebuilt under the same version is unpacked again.
   - Before unpacking, checks that the node's interpreter is the one the artifact was built for (same
@@ -28,7 +32,7 @@ options:
     description:
       - C(present) installs the release (unless it is) and points I(link) at it.
       - C(query) only makes I(dirs) and says in C(present) whether the release is installed (false when
-        I(manifest) has no C(artifact_sha256)).
+        I(manifest) has no C(artifact_sha256)) and, with I(link), in C(link_ok) whether it points there.
     type: str
     choices: [present, query]
     default: present
@@ -67,8 +71,15 @@ options:
     description: The node's interpreter for the release. Default, the one the manifest records.
     type: str
   link:
-    description: A symlink to point at I(dest) (the node's C(current)).
+    description: A symlink to point at I(dest) (the node's C(current)), or at its virtualenv (I(link_to)).
     type: path
+  link_to:
+    description:
+      - What I(link) points at. C(dest) is I(dest) itself (logplatform's C(current)); C(venv) is the
+        virtualenv inside it, C(<dest>/venv) (supervisor's C(<root>/venv), the stable path of its programs).
+    type: str
+    choices: [dest, venv]
+    default: dest
   node:
     description: Name of the node in messages (C(inventory_hostname)). Default, the host's name.
     type: str
@@ -99,6 +110,10 @@ installed:
   type: bool
 linked:
   description: Whether I(link) was changed to point at I(dest).
+  returned: always
+  type: bool
+link_ok:
+  description: Whether I(link) pointed where it should before this run (always false without I(link)).
   returned: always
   type: bool
 python:
@@ -135,14 +150,26 @@ def describe(python: dict) -> str:
     )
 
 
+def artifact_name(manifest: dict) -> str:
+    """How messages name the artifact: `release 1.2.0` (logplatform's), `supervisor 4.3.0` (a tool's)."""
+    name = manifest.get("name") or "logplatform"
+    return f"{'release' if name == 'logplatform' else name} {manifest.get('version')}"
+
+
+def python_variable(manifest: dict) -> str:
+    """The role variable that names a host's interpreter for this artifact (logplatform_python, ...)."""
+    return f"{manifest.get('name') or 'logplatform'}_python"
+
+
 def node_python(module: AnsibleModule, wanted: str, built: dict, node: str) -> dict:
     """The node's interpreter, checked against the one the artifact was built for."""
+    manifest = module.params["manifest"]
     path = wanted if os.path.isabs(wanted) else module.get_bin_path(wanted)
     if not path or not os.access(path, os.X_OK):
         module.fail_json(
             msg=(
-                f"node {node}: no interpreter {wanted!r} for release {module.params['manifest']['version']}, "
-                f"which was built for {describe(built)}; install that Python or set logplatform_python"
+                f"node {node}: no interpreter {wanted!r} for {artifact_name(manifest)}, which was built "
+                f"for {describe(built)}; install that Python or set {python_variable(manifest)}"
             )
         )
     rc, out, err = module.run_command([path, "-c", PROBE])
@@ -157,10 +184,9 @@ def node_python(module: AnsibleModule, wanted: str, built: dict, node: str) -> d
     if differs:
         module.fail_json(
             msg=(
-                f"node {node}: release {module.params['manifest']['version']} was built for "
-                f"{describe(built)}, "
+                f"node {node}: {artifact_name(manifest)} was built for {describe(built)}, "
                 f"but {wanted} on this node is {describe(found)} ({', '.join(differs)} differ); "
-                "set logplatform_python to a matching interpreter, or build the release on a controller "
+                f"set {python_variable(manifest)} to a matching interpreter, or build it on a controller "
                 "with the nodes' Python"
             ),
             python=found,
@@ -267,6 +293,7 @@ def main() -> None:
             "archive": {"type": "path"},
             "python": {"type": "str"},
             "link": {"type": "path"},
+            "link_to": {"type": "str", "choices": ["dest", "venv"], "default": "dest"},
             "node": {"type": "str"},
             "keep_archive": {"type": "bool", "default": False},
             "state": {"type": "str", "choices": ["present", "query"], "default": "present"},
@@ -298,8 +325,10 @@ def main() -> None:
     node = p["node"] or os.uname().nodename
     marker = f".artifact-{manifest.get('artifact_sha256')}"
     present = bool(manifest.get("artifact_sha256")) and os.path.exists(os.path.join(dest, marker))
+    target = os.path.join(dest, "venv") if p["link_to"] == "venv" else dest
+    link_ok = bool(link) and os.path.islink(link) and os.readlink(link) == target
     result: dict = {"changed": False, "present": present, "installed": False, "linked": False, "dest": dest}
-    result["changed"] = make_dirs(module, p["dirs"])
+    result.update(link_ok=link_ok, changed=make_dirs(module, p["dirs"]))
     if p["state"] == "query":
         module.exit_json(**result)
 
@@ -309,7 +338,7 @@ def main() -> None:
             result.update(changed=True, installed=True)
         elif not p["archive"] or not os.path.isfile(p["archive"]):
             module.fail_json(
-                msg=f"release {manifest['version']} is not installed in {dest} and there is no artifact "
+                msg=f"{artifact_name(manifest)} is not installed in {dest} and there is no artifact "
                 f"to unpack (archive: {p['archive']!r})",
                 **result,
             )
@@ -321,15 +350,19 @@ def main() -> None:
     if p["archive"] and not p["keep_archive"] and os.path.exists(p["archive"]) and not module.check_mode:
         os.unlink(p["archive"])
 
-    if link and not (os.path.islink(link) and os.readlink(link) == dest):
-        if os.path.exists(link) and not os.path.islink(link):
-            module.fail_json(msg=f"{link} exists and is not a symlink; it must point at a release", **result)
+    if link and not link_ok:
+        if os.path.lexists(link) and not os.path.islink(link):
+            module.fail_json(
+                msg=f"{link} exists and is not a symlink; it must point at {target} (remove it once "
+                "nothing runs from it: an older layout)",
+                **result,
+            )
         before = os.readlink(link) if os.path.islink(link) else "(none)"
         result.update(changed=True, linked=True)
         if module._diff:
-            result["diff"] = {"before": f"{link} -> {before}\n", "after": f"{link} -> {dest}\n"}
+            result["diff"] = {"before": f"{link} -> {before}\n", "after": f"{link} -> {target}\n"}
         if not module.check_mode:
-            point_link(link, dest)
+            point_link(link, target)
     module.exit_json(**result)
 
 

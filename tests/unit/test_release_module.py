@@ -192,3 +192,40 @@ def test_a_dir_that_is_a_file_is_refused_naming_it(node):
     (root / "etc").write_text("not a directory")
     failed, result = install(state="query", dirs=[{"path": str(root / "etc")}])
     assert failed and f"{root / 'etc'} exists and is not a directory" in result["msg"]
+
+
+def test_link_to_venv_points_the_link_at_the_virtualenv_and_query_says_whether_it_does(node):
+    """supervisor's layout: <root>/venv is a link to the unpacked environment's virtualenv, so its programs
+    keep one path across versions; a query says whether the link is right, so a re-run skips the install."""
+    root, _, install = node
+    link = root / "venv"
+    failed, result = install(state="query", link=str(link), link_to="venv", archive=None)
+    assert not failed, result
+    assert (result["present"], result["link_ok"]) == (False, False)
+    failed, result = install(link=str(link), link_to="venv")
+    assert not failed, result
+    assert result["installed"] and result["linked"]
+    assert link.readlink() == root / "releases" / "1.2.0" / "venv"
+    out = subprocess.run([link / "bin" / "hello"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "hello"
+    failed, result = install(state="query", link=str(link), link_to="venv", archive=None)
+    assert not failed, result
+    assert (result["changed"], result["present"], result["link_ok"]) == (False, True, True)
+
+
+def test_a_tool_environment_is_named_with_its_interpreter_variable(node):
+    _, manifest, install = node
+    tool = {**manifest, "name": "supervisor", "version": "4.3.0"}
+    failed, result = install(manifest=tool, python="/nonexistent/python3.11")
+    assert failed
+    assert "no interpreter '/nonexistent/python3.11' for supervisor 4.3.0" in result["msg"]
+    assert "set supervisor_python" in result["msg"]
+
+
+def test_a_directory_where_the_link_goes_is_refused_naming_it(node):
+    root, _, install = node
+    (root / "venv" / "bin").mkdir(parents=True)  # a virtualenv of an older layout
+    failed, result = install(link=str(root / "venv"), link_to="venv")
+    assert failed
+    assert f"{root / 'venv'} exists and is not a symlink" in result["msg"]
+    assert (root / "venv" / "bin").is_dir()
