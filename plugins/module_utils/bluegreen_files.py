@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any
+
+# The argument spec of a `dirs` list entry (bluegreen_release, bluegreen_files): made by make_dirs().
+DIR_OPTIONS: dict[str, Any] = {
+    "path": {"type": "str", "required": True},
+    "mode": {"type": "raw"},
+    "owner": {"type": "str"},
+    "group": {"type": "str"},
+}
 
 
 def atomic_write(path: str, data: str, mode: int = 0o640) -> None:
@@ -39,3 +48,24 @@ def read_text(path: str) -> str | None:
             return fh.read()
     except FileNotFoundError:
         return None
+
+
+def make_dirs(module: Any, dirs: list[dict]) -> bool:
+    """Each directory exists with its mode and owner (an AnsibleModule's `dirs` entries, DIR_OPTIONS); an
+    entry with an empty path is skipped. True when anything changed (nothing is changed in check mode)."""
+    changed = False
+    for spec in dirs:
+        if not spec["path"]:
+            continue
+        path = os.path.abspath(os.path.expanduser(spec["path"]))
+        if not os.path.isdir(path):
+            if os.path.lexists(path):
+                module.fail_json(msg=f"{path} exists and is not a directory")
+            changed = True
+            if module.check_mode:
+                continue
+            os.makedirs(path, exist_ok=True)
+        attributes = {"path": path, "mode": spec["mode"], "owner": spec.get("owner") or None}
+        attributes.update(group=spec.get("group") or None, secontext=[None, None, None], attributes=None)
+        changed = module.set_fs_attributes_if_different(attributes, changed)
+    return changed

@@ -131,6 +131,7 @@ import os
 import shutil
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.bluegreen_files import DIR_OPTIONS, make_dirs
 
 PROBE = (
     "import json, os, sys, sysconfig; print(json.dumps({"
@@ -225,26 +226,6 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def make_dirs(module: AnsibleModule, dirs: list[dict]) -> bool:
-    """Each directory exists with its mode and owner; True when anything changed (nothing in check mode)."""
-    changed = False
-    for spec in dirs:
-        if not spec["path"]:
-            continue
-        path = os.path.abspath(os.path.expanduser(spec["path"]))
-        if not os.path.isdir(path):
-            if os.path.lexists(path):
-                module.fail_json(msg=f"{path} exists and is not a directory")
-            changed = True
-            if module.check_mode:
-                continue
-            os.makedirs(path, exist_ok=True)
-        attributes = {"path": path, "mode": spec["mode"], "owner": spec["owner"] or None}
-        attributes.update(group=spec["group"] or None, secontext=[None, None, None], attributes=None)
-        changed = module.set_fs_attributes_if_different(attributes, changed)
-    return changed
-
-
 def install(module: AnsibleModule, dest: str, marker: str, python: dict) -> None:
     p = module.params
     parent, name = os.path.split(dest)
@@ -301,12 +282,7 @@ def main() -> None:
                 "type": "list",
                 "elements": "dict",
                 "default": [],
-                "options": {
-                    "path": {"type": "str", "required": True},
-                    "mode": {"type": "raw"},
-                    "owner": {"type": "str"},
-                    "group": {"type": "str"},
-                },
+                "options": DIR_OPTIONS,
             },
         },
         supports_check_mode=True,
