@@ -31,8 +31,8 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/ansible-lint --offline --profile production playbooks roles
 
-# pytest-xdist: the lab's tests (fixed ports) in one worker, the others in parallel beside them
-# (tests/conftest.py, pytest_xdist_make_scheduler)
+# pytest-xdist: as root every worker runs lab tests on a lab of its own (tests/lab_namespace.py), else
+# the lab's tests (fixed ports) in one worker, the others beside them (tests/conftest.py, LabScheduling)
 test: setup lint
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 

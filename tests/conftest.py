@@ -19,6 +19,7 @@ from xdist.scheduler import LoadScopeScheduling
 
 import bluegreen  # noqa: F401  (our module_utils import as ansible.module_utils.<name>, as for our modules)
 from bluegreen.progress import EventFollower, PlaybookResult
+from tests import lab_namespace
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -27,20 +28,80 @@ POLL_SECONDS = 0.05
 LAB_TESTS = "tests/integration/"
 
 
+# The order in which the scheduler hands out the lab's test modules (with private labs, to whichever
+# worker is free): the longest first, so that it does not end last; test_validation.py last, because its
+# deploys fail on purpose and leave the idle color running a broken release (never ready, losing writes)
+# that the modules after it on its worker would start from (test_shadow mirrors to the idle color,
+# test_lab expects site.yml to change nothing). A module not named here comes before test_validation.py.
+LAB_MODULES_FIRST = (
+    "test_deploy.py",
+    "test_lab.py",
+    "test_provision.py",
+    "test_shadow.py",
+    "test_webui_browser.py",
+)
+LAB_MODULES_LAST = ("test_validation.py",)
+
+
+def _lab_rank(scope: str) -> int:
+    name = scope.rsplit("/", 1)[-1]
+    if name in LAB_MODULES_FIRST:
+        return LAB_MODULES_FIRST.index(name)
+    if name in LAB_MODULES_LAST:
+        return len(LAB_MODULES_FIRST) + 1 + LAB_MODULES_LAST.index(name)
+    return len(LAB_MODULES_FIRST)
+
+
 class LabScheduling(LoadScopeScheduling):
-    """A scope of its own for each test, and one for all of tests/integration/ (the lab's)."""
+    """The lab's tests go first (in `_lab_rank`'s order), to whichever worker is free, grouped so that a
+    module's fixtures are built once: with private labs (tests/lab_namespace.py) one scope per module of
+    tests/integration/, else one scope for all of them (one worker: the checkout's one lab). Every other
+    test is a scope of its own, run by whichever worker is free, after the lab's."""
+
+    def __init__(self, config: pytest.Config, log: object, private_labs: bool) -> None:
+        super().__init__(config, log)
+        self.private_labs = private_labs
 
     def _split_scope(self, nodeid: str) -> str:
-        return "lab" if nodeid.startswith(LAB_TESTS) else nodeid
+        if not nodeid.startswith(LAB_TESTS):
+            return nodeid
+        return nodeid.split("::", 1)[0] if self.private_labs else "lab"
+
+    def _assign_work_unit(self, node: object) -> None:
+        lab = [scope for scope in self.workqueue if scope == "lab" or scope.startswith(LAB_TESTS)]
+        if lab:
+            self.workqueue.move_to_end(min(lab, key=_lab_rank), last=False)
+        super()._assign_work_unit(node)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LabScheduling:
-    """Under pytest-xdist (`make test`: -n auto) every test of tests/integration/ runs in ONE worker, one
-    after another in one session, as without xdist: they share the one lab (fixed ports, one .lab/).
-    Every other test picks free ports and runs on whichever worker is free, beside the lab's. (xdist's
-    loadgroup marks would do the same, but they do not group under pytest 9: xdist sets item._nodeid.)"""
-    return LabScheduling(config, log)
+    """Under pytest-xdist (`make test`: -n auto), as root, every worker may run lab tests, each with a lab
+    of its own (tests/lab_namespace.py); otherwise every test of tests/integration/ runs in ONE worker,
+    one after another in one session (the checkout's one lab: fixed ports, one .lab/). Every other test
+    picks free ports and runs on whichever worker is free. (xdist's loadgroup marks would group tests
+    too, but they do not group under pytest 9: xdist sets item._nodeid.)"""
+    return LabScheduling(config, log, private_labs=lab_namespace.wanted())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    """Once the worker has entered its lab (tests/lab_namespace.py), lab tests run in the lab's network
+    namespace, every other test in the machine's."""
+    network = lab_namespace.lab_network if item.nodeid.startswith(LAB_TESTS) else lab_namespace.host_network
+    with network():
+        return (yield)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if not getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
+        return None
+    if lab_namespace.wanted():
+        return "lab tests: every worker, each its own lab (private network and mount namespaces)"
+    return (
+        "lab tests: all on ONE worker, one after another (private labs need root and namespaces, and no "
+        "BLUEGREEN_TEST_REUSE_LAB=1 or BLUEGREEN_TEST_ONE_LAB=1: tests/lab_namespace.py)"
+    )
 
 
 @dataclass

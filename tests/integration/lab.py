@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import orjson
+import yaml
 
 from tests.conftest import LAB, REPO, VENV_BIN, Playbook, PlaybookRun
 from tests.conftest import run_playbook as run_in_repo
 from tests.conftest import start_playbook as start_in_repo
+from tests.lab_namespace import CONTROLLER_CACHES, controller_caches_lock, host_network
 
 LIVE_URL = "http://127.0.0.1:8080"
 PREVIEW_URL = "http://127.0.0.1:8081"
@@ -43,6 +45,11 @@ def supervisord_pids() -> list[int]:
         if Path(f"/proc/{pid}").exists():
             pids.append(pid)
     return pids
+
+
+def lab_ran_here() -> bool:
+    """Whether .lab/ holds more than the controller's caches (the release store, the tools' environments)."""
+    return LAB.is_dir() and any(path.name not in CONTROLLER_CACHES for path in LAB.iterdir())
 
 
 def stop_lab(purge: bool = False) -> None:
@@ -114,8 +121,30 @@ def backend_requests(color: str) -> int:
     raise AssertionError(f"no backend bg_{color} in HAProxy's stats")
 
 
-def build_release(version: str) -> None:
-    subprocess.run([str(VENV_BIN / "bluegreen"), "release", version], check=True, capture_output=True)
+def _run_controller_command(*argv: str) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"{' '.join(argv[:4])} ... failed:\n{result.stderr[-3000:]}"
+
+
+def build_release(version: str, *options: str) -> None:
+    """`bluegreen release <version> <options>` (into the lab's release store unless options say otherwise),
+    unless it is built. pip needs the network, and the stores may be shared by several workers' labs: one
+    build at a time, in the machine's network."""
+    with host_network(), controller_caches_lock(LAB):
+        _run_controller_command(str(VENV_BIN / "bluegreen"), "release", version, *options)
+
+
+def _setting(path: str, name: str) -> str:
+    return str(yaml.safe_load((REPO / path).read_text())[name])
+
+
+def fill_controller_caches() -> None:
+    """What site.yml builds on the controller from the package index, built beforehand for a lab that has
+    no network (tests/lab_namespace.py), the same way: the initial release (site.yml's first play) and
+    supervisor's environment (roles/supervisor/tasks/install.yml); site.yml then finds both built."""
+    build_release(_setting("inventories/local/group_vars/all.yml", "bluegreen_initial_version"))
+    supervisor = _setting("roles/supervisor/defaults/main.yml", "supervisor_version")
+    build_release(supervisor, "--package", "supervisor", "--store", str(LAB / "tools" / "supervisor"))
 
 
 class Loadgen:

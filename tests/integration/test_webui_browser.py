@@ -9,8 +9,8 @@ dir, pointed at the lab's state dir, release store and HAProxy. One deploy and o
    open the whole time in another tab, shows the live color flip;
 3. the operator rolls back; the overview flips back.
 
-Screenshots of the overview and the run pages go to tests/artifacts/. Runs after test_deploy.py and
-test_lab.py (file order), whatever color they left live, and leaves the lab on that color again.
+Screenshots of the overview and the run pages go to tests/artifacts/. Runs on a lab other modules may
+have used before it (on its xdist worker), whatever color they left live, and leaves it on that color.
 """
 
 from __future__ import annotations
