@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 flavour=${1:-dev}
-apt_packages=(haproxy openssh-server python3-venv python3-apt iproute2 curl)
+apt_packages=(haproxy openssh-server python3-venv iproute2 curl)
 [ "$flavour" = dev ] && apt_packages+=(chromium)
 
 missing=()
