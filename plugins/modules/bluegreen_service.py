@@ -20,8 +20,10 @@ description:
     (C(quick_stop)), else it drains as usual. In-flight requests still finish and the sink is flushed.
   - Under C(supervisor) through supervisord's XML-RPC interface on its unix socket (the C(serverurl)
     that C(supervisorctl) uses, read from C(<supervisor_root>/supervisord.conf)): one call a step, no
-    C(supervisorctl) process and no wait for C(startsecs); a program supervisord gives up on (C(FATAL))
-    fails the module at once, naming the state. Under C(systemd) through C(systemctl) (always drained).
+    C(supervisorctl) process and no wait for C(startsecs); a program supervisord gives up on (C(FATAL)),
+    or that exits while the module waits for its health (under load a crashing node can outlive
+    C(startsecs), and supervisord then restarts it forever), fails the module at once, naming the state
+    and exit status. Under C(systemd) through C(systemctl) (always drained).
   - In check mode nothing is started or restarted; the result says whether it would be.
 options:
   manager:
@@ -177,6 +179,7 @@ class Supervisor:
         self.socket = supervisor_socket(root)
         proxy = xmlrpc.client.ServerProxy("http://localhost", transport=UnixTransport(self.socket, 30.0))
         self.api = proxy.supervisor
+        self.pid: int | None = None  # the process trouble() first saw running: another one means a restart
 
     def call(self, what: str, *args: object) -> object:
         try:
@@ -226,10 +229,21 @@ class Supervisor:
         return True
 
     def trouble(self) -> str | None:
-        """Why the program will not come up, when supervisord gave up on it (FATAL: it kept exiting)."""
+        """Why the program will not come up: supervisord gave up on it (FATAL), or it exited while the
+        module waits for its health. The second matters under load: a node that crashes after more than
+        startsecs counts as started each time, and supervisord restarts it forever, never FATAL."""
         info = self.state()
         if info["statename"] == "FATAL":
             return f"supervisord gave up on {self.name} (FATAL {info.get('spawnerr') or 'it kept exiting'})"
+        state, pid = info["statename"], info.get("pid") or None
+        if state == "EXITED":  # supervisord's exit status is only that exit's in this state
+            return f"{self.name} exited while starting (EXITED, exit status {info.get('exitstatus')})"
+        if state == "BACKOFF":
+            why = info.get("description") or "exited too quickly"
+            return f"{self.name} exited while starting (BACKOFF: {why})"
+        if pid and self.pid and pid != self.pid:
+            return f"{self.name} exited while starting (supervisord restarted it: pid {self.pid}, then {pid})"
+        self.pid = self.pid or pid
         return None
 
 

@@ -68,8 +68,10 @@ def test_provision_failing_after_current_moved_is_finished_by_a_plain_rerun(rele
 
 
 def test_a_release_that_cannot_start_fails_provision_at_once_naming_supervisords_verdict(releases):
-    """TEST-ONLY fault crash_on_start: the node exits at every start; supervisord gives up (FATAL) after
-    its retries, and provision says so then, not after the readiness timeout. A re-run starts it again."""
+    """TEST-ONLY fault crash_on_start: the node exits at every start; provision fails at its first exit
+    (or when supervisord gave up, FATAL, whichever it sees first), not after the readiness timeout: on a
+    busy machine the node may outlive startsecs, and supervisord would restart it forever without FATAL.
+    A re-run starts it again."""
     live = state()["live"]
     idle = "green" if live == "blue" else "blue"
     new = "1.1.0" if state()["versions"][idle] != "1.1.0" else "1.0.0"
@@ -78,7 +80,8 @@ def test_a_release_that_cannot_start_fails_provision_at_once_naming_supervisords
     failed = run_playbook("deploy.yml", "-e", f"bluegreen_version={new}", *FAST, *crashing, timeout=300)
     assert failed.returncode != 0
     assert "failed in stage provision" in failed.message
-    assert "supervisord gave up on logplatform (FATAL" in failed.message, failed.tail()
+    verdicts = ("supervisord gave up on logplatform (FATAL", "logplatform exited while starting (")
+    assert any(verdict in failed.message for verdict in verdicts), failed.tail()
     assert state()["live"] == haproxy_live() == live  # traffic never moved
 
     rerun = run_playbook("deploy.yml", "-e", f"bluegreen_version={new}", *FAST)
