@@ -27,13 +27,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import prometheus_client
-from aiohttp import web
-
 from ._version import __version__
-from .app import QUICK_STOP_SIGNAL, STATE, create_app
 from .config import Config, ConfigError, config_digest, effective_config, load_config, shared_config_digest
-from .sink import SinkError
+
+# The server's modules (aiohttp, prometheus_client, the app) are imported where the server starts, not
+# here: `--check-config`, which the controller runs on every node at every deploy, then starts in half
+# the time (it only reads and digests the file).
 
 log = logging.getLogger("logplatform")
 
@@ -67,6 +66,11 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 async def serve(config: Config) -> int:
     """Run the service until SIGTERM/SIGINT, then drain and stop; returns the exit code."""
+    from aiohttp import web  # noqa: PLC0415 - the server's imports (see the top of this file)
+
+    from .app import QUICK_STOP_SIGNAL, STATE, create_app  # noqa: PLC0415
+    from .sink import SinkError  # noqa: PLC0415
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -187,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.fault.crash_on_start:
         log.error("fault.crash_on_start is set (TEST-ONLY): exiting %d before ready", EXIT_FAULT_CRASH)
         return EXIT_FAULT_CRASH
+
+    import prometheus_client  # noqa: PLC0415 - the server's imports (see the top of this file)
 
     # Process-wide switch: the *_created series double the /metrics size and nobody graphs them.
     prometheus_client.disable_created_metrics()
