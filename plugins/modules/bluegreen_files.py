@@ -9,7 +9,7 @@ module: bluegreen_files
 short_description: Make directories and write small files in one module run, each only when it differs
 description:
   - What a row of M(ansible.builtin.file) and M(ansible.builtin.copy) (with C(content)) tasks does, in one
-    module run instead of two per file (the copy action's stat, then the copy): a role that writes
+    module run instead of two per file (the copy action's stat, then the copy); a role that writes
     several small files on a host pays once.
   - Makes I(dirs) first (with parents, at their mode and owner), then writes each of I(files) when its
     content differs, atomically (a temporary file beside it, fsync, rename, directory fsync), and keeps
@@ -17,27 +17,9 @@ description:
   - A file with I(force=false) is state, not configuration; it is written only when it does not exist.
   - Check mode changes nothing and reports what would change; with C(--diff) each changed file's before
     and after.
+extends_documentation_fragment:
+  - bluegreen_dirs
 options:
-  dirs:
-    description: Directories to make (with parents) and keep at their mode and owner; an entry with an empty
-      I(path) is skipped.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      path:
-        description: The directory.
-        type: str
-        required: true
-      mode:
-        description: Its mode, for example C('0750').
-        type: raw
-      owner:
-        description: Its owner (name or id); default, unchanged.
-        type: str
-      group:
-        description: Its group (name or id); default, unchanged.
-        type: str
   files:
     description: Files to write.
     type: list

@@ -14,7 +14,7 @@ description:
     its node, observed value and threshold.
   - Its result carries C(bluegreen_event) of type C(checks) with every record, so the progress
     callback reports each check (the dashboard's table, the CI report) whatever the verdict.
-  - Changes nothing, and runs on the controller (its action plugin, C(plugins/action/bluegreen_judge.py)):
+  - Changes nothing, and runs on the controller (its action plugin, C(plugins/action/bluegreen_judge.py));
     judging records needs no host. The module file holds this documentation and runs the same code
     when called as a module.
 options:

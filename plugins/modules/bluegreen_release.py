@@ -27,6 +27,8 @@ description:
   - Makes the node's directories (I(dirs)) first, in the same call, so that a deploy pays one module
     run for the node's layout, the question "is this release installed" and nothing else
     (I(state=query)), then copies the artifact only when it is not.
+extends_documentation_fragment:
+  - bluegreen_dirs
 options:
   state:
     description:
@@ -36,26 +38,6 @@ options:
     type: str
     choices: [present, query]
     default: present
-  dirs:
-    description: Directories to make (with parents) and keep at their mode and owner, before anything else;
-      an entry with an empty I(path) is skipped (an optional directory that is turned off).
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      path:
-        description: The directory.
-        type: str
-        required: true
-      mode:
-        description: Its mode, for example C('0750').
-        type: raw
-      owner:
-        description: Its owner (name or id); default, unchanged.
-        type: str
-      group:
-        description: Its group (name or id); default, unchanged.
-        type: str
   dest:
     description: The release directory on the node, C(<logplatform_root>/releases/<version>).
     type: path

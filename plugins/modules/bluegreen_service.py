@@ -19,7 +19,7 @@ description:
     color of a deployment); only when the running release says in C(/version) that it handles that signal
     (C(quick_stop)), else it drains as usual. In-flight requests still finish and the sink is flushed.
   - Under C(supervisor) through supervisord's XML-RPC interface on its unix socket (the C(serverurl)
-    that C(supervisorctl) uses, read from C(<supervisor_root>/supervisord.conf)): one call a step, no
+    that C(supervisorctl) uses, read from C(<supervisor_root>/supervisord.conf)), one call a step, no
     C(supervisorctl) process and no wait for C(startsecs); a program supervisord gives up on (C(FATAL)),
     or that exits while the module waits for its health (under load a crashing node can outlive
     C(startsecs), and supervisord then restarts it forever), fails the module at once, naming the state
