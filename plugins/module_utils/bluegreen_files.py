@@ -34,11 +34,16 @@ def atomic_write(path: str, data: str, mode: int = 0o640) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(directory, os.O_RDONLY)
+    fsync_dir(directory)
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory, so that a rename or a new entry in it survives a crash."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 def read_text(path: str) -> str | None:

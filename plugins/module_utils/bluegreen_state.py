@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-from ansible.module_utils.bluegreen_files import atomic_write, read_text
+from ansible.module_utils.bluegreen_files import atomic_write, fsync_dir, read_text
 from ansible.module_utils.bluegreen_version import VersionError, check_version
 
 COLORS = ("blue", "green")
@@ -191,11 +191,7 @@ class StateDir:
             os.link(tmp, self._file(LOCK_FILE))
         finally:
             os.unlink(tmp)
-        dir_fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(self.path)
 
     def acquire(self, holder: dict, break_stale: bool = False) -> tuple[dict, dict | None]:
         """Take the lock for holder: (the lock, the stale lock broken for it or None).

@@ -113,7 +113,7 @@ import os
 import shutil
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.bluegreen_files import DIR_OPTIONS, make_dirs
+from ansible.module_utils.bluegreen_files import DIR_OPTIONS, fsync_dir, make_dirs
 
 PROBE = (
     "import json, os, sys, sysconfig; print(json.dumps({"
@@ -198,14 +198,6 @@ def remove(path: str) -> None:
         os.unlink(path)
     elif os.path.isdir(path):
         shutil.rmtree(path)
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def install(module: AnsibleModule, dest: str, marker: str, python: dict) -> None:
