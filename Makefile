@@ -7,7 +7,7 @@ INVENTORY ?= inventories/local
 PLAYBOOK := $(BIN)/ansible-playbook -i $(INVENTORY)
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-runtime lint test unit integration demo release lab teardown status ui bench clean
+.PHONY: help setup setup-runtime lint test unit integration demo release lab teardown status ui bench clean lab-up lab-down
 
 help:
 	@echo "make demo      set up, build releases, run a blue/green upgrade under live load, print the result"
@@ -15,6 +15,8 @@ help:
 	@echo "make lint      ansible-lint (production profile) and ruff"
 	@echo "make release VERSION=x.y.z   build logplatform x.y.z into .lab/releases/"
 	@echo "make lab       bring up the one-machine lab (blue live);  make teardown  stops it"
+	@echo "make lab-up N=2 LB=2   the SSH lab: LB load balancers, N blue and N green hosts over SSH (root)"
+	@echo "               writes inventories/lab/hosts.yml (INVENTORY=inventories/lab);  make lab-down  removes it"
 	@echo "make status    live color, versions, node health, lock, recent history"
 	@echo "make ui        the dashboard on http://127.0.0.1:8090 (webui/README.md: add a user first)"
 	@echo "make bench     controller (fresh site, deploy, switch, rollback), ingest, switch (atomic vs reload vs restart), deploy and shadow-traffic (shared cores, idle hosts) benchmarks: bench/results/"
@@ -52,6 +54,15 @@ lab: setup-runtime
 teardown: setup-runtime
 	$(PLAYBOOK) playbooks/teardown.yml
 
+# the SSH lab (bluegreen/sshlab.py): hosts made of Linux namespaces on this machine, reached over SSH
+N ?= 2
+LB ?= 2
+lab-up: setup-runtime
+	$(BIN)/bluegreen lab up --lbs $(LB) --nodes $(N)
+
+lab-down: setup-runtime
+	$(BIN)/bluegreen lab down
+
 status: setup-runtime
 	$(PLAYBOOK) playbooks/status.yml
 
@@ -72,4 +83,5 @@ demo: setup-runtime
 
 clean:
 	-@[ -x $(BIN)/ansible-playbook ] && $(PLAYBOOK) playbooks/teardown.yml -e bluegreen_purge=true
+	-@[ -x $(BIN)/bluegreen ] && [ -f .lab/sshlab/lab.json ] && $(BIN)/bluegreen lab down
 	rm -rf .lab build dist *.egg-info logplatform/*.egg-info logplatform/build .pytest_cache .ruff_cache

@@ -11,6 +11,10 @@ SUBCOMMANDS = {
     "release": ("bluegreen.release", "build a logplatform release into the release store"),
     "loadgen": ("bluegreen.loadgen", "send steady, sequence-numbered log traffic and record every ack"),
     "verify": ("bluegreen.verify", "check every acked entry is in a sink: lost, duplicates, by color"),
+    "lab": (
+        "bluegreen.sshlab",
+        "the SSH lab: load balancers and nodes as hosts over SSH (up, down, status, exec)",
+    ),
 }
 
 

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 flavour=${1:-dev}
-apt_packages=(haproxy openssh-server python3-venv iproute2 curl)
+# openssh-server, sudo, iproute2: the SSH lab (bluegreen/sshlab.py) gives each host its own sshd, a sudoer
+apt_packages=(haproxy openssh-server sudo python3-venv iproute2 curl)
 [ "$flavour" = dev ] && apt_packages+=(chromium)
 
 missing=()
