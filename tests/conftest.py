@@ -35,6 +35,7 @@ LAB_TESTS = "tests/integration/"
 # test_lab expects site.yml to change nothing). A module not named here comes before test_validation.py.
 LAB_MODULES_FIRST = (
     "test_deploy.py",
+    "test_ssh_deploy.py",
     "test_lab.py",
     "test_provision.py",
     "test_shadow.py",

@@ -150,12 +150,15 @@ def fill_controller_caches() -> None:
 class Loadgen:
     """bluegreen loadgen in the background through the live frontend; stop() then verify()."""
 
-    def __init__(self, out: Path, rate: int = 200, batch: int = 10) -> None:
+    def __init__(
+        self, out: Path, rate: int = 200, batch: int = 10, url: str = f"{LIVE_URL}/v1/logs", sinks: str = ""
+    ) -> None:
         self.out = out
+        self.sinks = sinks  # a glob for `bluegreen verify --sinks`; "" = its default (.lab/**/sink)
         self.proc = subprocess.Popen(
             [
                 *(str(VENV_BIN / "bluegreen"), "loadgen", "--rate", str(rate), "--batch", str(batch)),
-                *("--out", str(out), "--quiet"),
+                *("--url", url, "--out", str(out), "--quiet"),
             ],
             cwd=REPO,
         )
@@ -174,7 +177,10 @@ class Loadgen:
 
     def verify(self) -> dict:
         result = subprocess.run(
-            [str(VENV_BIN / "bluegreen"), "verify", "--run", str(self.out), "--json"],
+            [
+                *(str(VENV_BIN / "bluegreen"), "verify", "--run", str(self.out), "--json"),
+                *(("--sinks", self.sinks) if self.sinks else ()),
+            ],
             cwd=REPO,
             capture_output=True,
             text=True,
