@@ -100,7 +100,7 @@ def measure(target: str, url: str, batch: int, args: argparse.Namespace, work: P
     tag = secrets.token_hex(3)
     cfg = LoadgenConfig(
         out=work / f"{target}-b{batch}-{tag}",
-        url=url,
+        urls=(url,),
         batch=batch,
         closed_loop=True,
         concurrency=args.concurrency,

@@ -3,18 +3,19 @@
 A run directory holds:
 
 ``run.json``
-    Written atomically when the run starts: ``run_id``, ``url``, ``mode`` and the parameters. It lets
+    Written atomically when the run starts: ``run_id``, ``urls`` (every URL the run sends to, in
+    round-robin order; runs before several URLs wrote one ``url``), ``mode`` and the parameters. It lets
     `verify` find the run's ids even if the load generator was killed before it could finish.
 ``requests.ndjson``
     One line per request, appended as answers arrive (flushed at least once a second)::
 
         {"seq": 120, "count": 10, "t_start": 1732460000.123456, "latency_s": 0.00213,
-         "status": 200, "kind": "ok", "served_by": "blue-1"}
+         "status": 200, "kind": "ok", "served_by": "blue-1", "url": "http://10.87.0.11:8080/v1/logs"}
 
     The request carried the entries with ids ``<run_id>-<seq>`` .. ``<run_id>-<seq + count - 1>``.
     ``status`` is the HTTP status or null when no answer came; ``kind`` is one of `KINDS` (or
     ``http-<code>`` for any answer other than 200); ``served_by`` is the first of `SERVED_BY_HEADERS`
-    the answer carried, or null.
+    the answer carried, or null; ``url`` is where the request went (absent in older runs).
 ``summary.json``
     Written atomically at the end (see `bluegreen.loadgen.LoadgenSummary`). Its absence means the run
     did not finish: requests in flight when it stopped have no line.

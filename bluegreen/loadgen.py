@@ -9,6 +9,13 @@ schedule started its batches is measured and reported (schedule_lag_s in summary
 Closed loop (--closed-loop --concurrency N, for benchmarks): N workers each send the next batch as
 soon as the previous answer arrives; the same sending and recording code is used.
 
+Several load balancers: --url may be given more than once. Requests go round-robin, per request, in
+schedule order: the batch that starts at seq s goes to URL number (s / --batch) mod (number of URLs),
+so every URL gets the same share (within one request) whatever the answers, and an unreachable one
+costs exactly its share as failed requests. Each URL has its own --connections keep-alive connections
+(a stalled lb cannot hold the others' connections). Each request line names its URL; run.json and
+summary.json list every URL (`urls`), and summary.json counts requests per URL (`by_url`).
+
 Every entry gets the id <run-id>-<seq> (seq from 0, contiguous over the run). Nothing is retried.
 The run directory (--out) receives run.json at the start, requests.ndjson (one line per request,
 flushed at least every second, so a killed run still leaves its evidence) and summary.json at the end;
@@ -33,8 +40,10 @@ import signal
 import sys
 import threading
 import time
+import urllib.parse
 from array import array
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,12 +74,28 @@ class LoadgenError(Exception):
     """Bad configuration or an unusable output directory (CLI exit status 2)."""
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be an ingest URL (None when it can): http(s), a host, a valid port, no blanks."""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        return "must be an http:// or https:// URL"
+    if any(c.isspace() for c in url):
+        return "contains white space"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"cannot be parsed: {exc}"
+    if not parts.hostname:
+        return "names no host"
+    return "port 0 is not a port to send to" if port == 0 else None
+
+
 @dataclass
 class LoadgenConfig:
     """What to send, where, and how fast. Mirrors the command-line options."""
 
     out: Path
-    url: str = DEFAULT_URL
+    urls: Sequence[str] = (DEFAULT_URL,)  # several: requests go round-robin over them
     rate: float = 200.0
     batch: int = 10
     connections: int = 16
@@ -87,8 +112,18 @@ class LoadgenConfig:
     def validate(self) -> None:
         if self.run_id is not None and not RUN_ID_RE.match(self.run_id):
             raise LoadgenError(f"--run-id {self.run_id!r}: use 1-64 of [A-Za-z0-9._-], starting alnum")
-        if not self.url.startswith(("http://", "https://")):
-            raise LoadgenError(f"--url {self.url!r}: must be an http:// or https:// URL")
+        if isinstance(self.urls, str):
+            raise LoadgenError(f"urls {self.urls!r}: give a list of URLs, not one string")
+        if not self.urls:
+            raise LoadgenError("--url: give at least one URL")
+        seen: set[str] = set()
+        for url in self.urls:
+            problem = url_problem(url)
+            if problem:
+                raise LoadgenError(f"--url {url!r}: {problem}")
+            if url in seen:
+                raise LoadgenError(f"--url {url!r} is given twice: name each load balancer once")
+            seen.add(url)
         checks = [
             (self.rate > 0, "--rate must be > 0"),
             (self.batch >= 1, "--batch must be >= 1"),
@@ -111,7 +146,7 @@ class LoadgenSummary:
 
     run_id: str
     mode: str
-    url: str
+    urls: list[str]
     rate: float | None
     batch: int
     connections: int
@@ -132,6 +167,9 @@ class LoadgenSummary:
     schedule_lag_s: dict[str, float | int | None]  # open loop: start time minus scheduled slot
     throughput: dict[str, float]
     served_by: dict[str, int]
+    by_url: dict[
+        str, dict[str, int]
+    ]  # url -> {"requests", "ok_requests", "failed_requests", "acked_entries"}
     out: str = ""
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -189,6 +227,9 @@ class _Run:
         self.latencies = array("d")
         self.lags = array("d")
         self.served_by: Counter[str] = Counter()
+        self.urls = tuple(cfg.urls)
+        # url -> [requests, ok requests, failed requests, acked entries]
+        self.by_url: dict[str, list[int]] = {url: [0, 0, 0, 0] for url in self.urls}
         self.window_latencies: list[float] = []
         self.window_requests = 0
         self.window_lag_max = 0.0
@@ -212,6 +253,10 @@ class _Run:
         self.next_seq += self.cfg.batch
         return seq
 
+    def url_of(self, seq: int) -> str:
+        """The URL of the batch starting at `seq`: round-robin over the URLs in schedule order."""
+        return self.urls[(seq // self.cfg.batch) % len(self.urls)]
+
     def body(self, seq: int, count: int, ts: float) -> bytes:
         tmpl = self.entry_tmpl
         return b"[" + b",".join([tmpl % (ts, s, s) for s in range(seq, seq + count)]) + b"]"
@@ -220,12 +265,13 @@ class _Run:
         """Send one batch, classify the outcome, record one line. Never raises except cancellation."""
         t0 = _now()
         t_unix = self.unix0 + (t0 - self.mono0)
+        url = self.url_of(seq)
         status: int | None = None
         served_by: str | None = None
         self.inflight += 1
         self.sent_entries += count
         try:
-            async with session.post(self.cfg.url, data=self.body(seq, count, t_unix)) as resp:
+            async with session.post(url, data=self.body(seq, count, t_unix)) as resp:
                 status = resp.status
                 served_by = _served_by(resp.headers)
                 raw = await resp.read()
@@ -241,13 +287,14 @@ class _Run:
                 status=status,
                 kind="unanswered",
                 served_by=served_by,
+                url=url,
             )
             raise
         except Exception as exc:  # every failure is evidence: classified, recorded, never raised
             kind = _classify(exc)
         finally:
             self.inflight -= 1
-        self.record(seq, count, t_unix, _now() - t0, status=status, kind=kind, served_by=served_by)
+        self.record(seq, count, t_unix, _now() - t0, status=status, kind=kind, served_by=served_by, url=url)
 
     def record(
         self,
@@ -259,6 +306,7 @@ class _Run:
         status: int | None,
         kind: str,
         served_by: str | None,
+        url: str,
     ) -> None:
         self.pending.append(
             orjson.dumps(
@@ -270,10 +318,16 @@ class _Run:
                     "status": status,
                     "kind": kind,
                     "served_by": served_by,
+                    "url": url,
                 }
             )
             + b"\n"
         )
+        per_url = self.by_url[url]
+        per_url[0] += 1
+        if status == 200:
+            per_url[3] += count
+        per_url[1 if kind == "ok" else 2] += 1
         self.requests += 1
         self.window_requests += 1
         if status is not None:
@@ -319,7 +373,14 @@ class _Run:
             if self.inflight >= cfg.max_inflight:
                 t_unix = self.unix0 + (now - self.mono0)
                 self.record(
-                    seq, cfg.batch, t_unix, 0.0, status=None, kind="client-backpressure", served_by=None
+                    seq,
+                    cfg.batch,
+                    t_unix,
+                    0.0,
+                    status=None,
+                    kind="client-backpressure",
+                    served_by=None,
+                    url=self.url_of(seq),
                 )
             else:
                 self._spawn(self.send(session, seq, cfg.batch))
@@ -461,7 +522,7 @@ async def run_async(
     params = {
         "run_id": run_id,
         "mode": mode,
-        "url": cfg.url,
+        "urls": list(cfg.urls),
         "rate": None if cfg.closed_loop else cfg.rate,
         "batch": cfg.batch,
         "connections": cfg.connections,
@@ -484,7 +545,10 @@ async def run_async(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, run.request_stop, sig.name)
             signals.append(sig)
-    connector = aiohttp.TCPConnector(limit=cfg.connections, keepalive_timeout=60.0)
+    # --connections per URL: a stalled lb holds at most its own share of the pool
+    connector = aiohttp.TCPConnector(
+        limit=cfg.connections * len(run.urls), limit_per_host=cfg.connections, keepalive_timeout=60.0
+    )
     session = aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=cfg.timeout),
@@ -496,7 +560,8 @@ async def run_async(
     if not cfg.quiet:
         what = f"concurrency {cfg.concurrency}" if cfg.closed_loop else f"{cfg.rate:g} batches/s"
         print(
-            f"[loadgen {run_id}] {mode} {what} x {cfg.batch} entries -> {cfg.url}; evidence in {cfg.out}",
+            f"[loadgen {run_id}] {mode} {what} x {cfg.batch} entries -> {' + '.join(run.urls)}"
+            f"{' (round-robin)' if len(run.urls) > 1 else ''}; evidence in {cfg.out}",
             file=sys.stderr,
             flush=True,
         )
@@ -524,7 +589,7 @@ async def run_async(
     summary = LoadgenSummary(
         run_id=run_id,
         mode=mode,
-        url=cfg.url,
+        urls=list(run.urls),
         rate=None if cfg.closed_loop else cfg.rate,
         batch=cfg.batch,
         connections=cfg.connections,
@@ -548,6 +613,10 @@ async def run_async(
             "acked_entries_per_s": run.acked_entries / elapsed if elapsed else 0.0,
         },
         served_by=dict(run.served_by.most_common()),
+        by_url={
+            url: {"requests": r, "ok_requests": ok, "failed_requests": failed, "acked_entries": acked}
+            for url, (r, ok, failed, acked) in run.by_url.items()
+        },
         out=str(cfg.out),
         versions={"aiohttp": aiohttp.__version__, "loop": type(loop).__module__},
     )
@@ -602,6 +671,12 @@ def format_summary(s: LoadgenSummary) -> str:
     ]
     for kind, v in s.failed_requests.items():
         lines.append(f"  failed {kind}: {v['requests']} requests ({v['entries']} entries)")
+    if len(s.by_url) > 1:
+        for url, v in s.by_url.items():
+            lines.append(
+                f"  {url}: {v['requests']} requests, {v['ok_requests']} ok, {v['failed_requests']} failed, "
+                f"{v['acked_entries']} entries acked"
+            )
     if s.schedule_lag_s:
         lag = s.schedule_lag_s
         lines.append(
@@ -617,11 +692,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, required=True, help="run directory to write (must not hold a run)"
     )
-    parser.add_argument("--url", default=DEFAULT_URL, help="ingest URL (default: %(default)s)")
+    parser.add_argument(
+        "--url",
+        action="append",
+        dest="urls",
+        metavar="URL",
+        help=f"ingest URL; give it once per load balancer to spread the requests over them round-robin "
+        f"(default: {DEFAULT_URL})",
+    )
     parser.add_argument("--rate", type=float, default=200.0, help="batches per second (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=10, help="entries per batch (default: %(default)s)")
     parser.add_argument(
-        "--connections", type=int, default=16, help="keep-alive connections (default: %(default)s)"
+        "--connections", type=int, default=16, help="keep-alive connections per URL (default: %(default)s)"
     )
     parser.add_argument(
         "--duration", type=float, default=None, help="seconds to run (default: until SIGINT/SIGTERM)"
@@ -660,7 +742,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> LoadgenConfig:
     return LoadgenConfig(
         out=args.out,
-        url=args.url,
+        urls=tuple(args.urls or (DEFAULT_URL,)),
         rate=args.rate,
         batch=args.batch,
         connections=args.connections,

@@ -11,6 +11,7 @@ Reported, per run and in total:
   duplicates              ids found on more than one sink line (counted, never hidden)
   found but not acked     ids of failed or unrecorded requests that are in a sink (not loss)
   by color/version/node   the sink lines' _color, _version and _node
+  by url                  requests and failed requests per load-generator URL (several lbs)
 
 Default sinks: .lab/**/sink/*.ndjson under the project root: the checkout that holds this
 `bluegreen` package (found from the module's location, so the current directory does not matter),
@@ -75,6 +76,8 @@ class _Run:
     request_lines_invalid: int = 0
     overlapping_requests: int = 0
     served_by: Counter[str] = field(default_factory=Counter)
+    by_url: Counter[str] = field(default_factory=Counter)  # requests per URL (the lines' `url`)
+    failed_by_url: Counter[str] = field(default_factory=Counter)
     overflow: Counter[int] = field(default_factory=Counter)  # seen beyond 255
     beyond: Counter[int] = field(default_factory=Counter)  # sink ids past the last recorded seq
     unexpected_ids: Counter[str] = field(default_factory=Counter)  # "<run>-<not a seq>"
@@ -113,6 +116,14 @@ def _load_json(path: Path) -> dict[str, Any] | None:
     if not isinstance(doc, dict):
         raise VerifyInputError(f"{path}: expected a JSON object")
     return doc
+
+
+def _urls(meta: dict[str, Any]) -> list[str]:
+    """The URLs a run sent to, from its run.json (`urls`; a single `url` in runs before several)."""
+    urls = meta.get("urls")
+    if isinstance(urls, list):
+        return [str(u) for u in urls]
+    return [str(meta["url"])] if meta.get("url") else []
 
 
 def _load_run(path: Path) -> _Run:
@@ -168,6 +179,11 @@ def _add_request(run: _Run, line: bytes) -> None:
     served_by = rec.get("served_by")
     if served_by is not None:
         run.served_by[str(served_by)] += 1
+    url = rec.get("url")  # lines of runs before several URLs have none
+    if isinstance(url, str):
+        run.by_url[url] += 1
+        if kind != "ok":
+            run.failed_by_url[url] += 1
 
 
 @dataclass
@@ -348,7 +364,7 @@ def _run_report(run: _Run, sample: int) -> dict[str, Any]:
         "run_id": run.run_id,
         "dir": str(run.path),
         "mode": run.meta.get("mode"),
-        "url": run.meta.get("url"),
+        "urls": _urls(run.meta),
         "started": run.meta.get("started"),
         "ended": summary.get("ended"),
         "complete": run.summary is not None,
@@ -375,6 +391,8 @@ def _run_report(run: _Run, sample: int) -> dict[str, Any]:
         "by_node": dict(run.nodes.most_common()),
         "by_file": dict(sorted(run.files.items())),
         "served_by": dict(run.served_by.most_common()),
+        "requests_by_url": dict(run.by_url.most_common()),
+        "failed_requests_by_url": dict(run.failed_by_url.most_common()),
         "request_lines_invalid": run.request_lines_invalid,
         "overlapping_requests": run.overlapping_requests,
         "loadgen_summary": {
@@ -399,7 +417,15 @@ _SUMMED = (
     "unexpected_ids",
     "sink_lines",
 )
-_MERGED = ("by_color", "by_version", "by_node", "served_by", "found_not_acked")
+_MERGED = (
+    "by_color",
+    "by_version",
+    "by_node",
+    "served_by",
+    "found_not_acked",
+    "requests_by_url",
+    "failed_requests_by_url",
+)
 
 
 def _totals(reports: list[dict[str, Any]], sample: int) -> dict[str, Any]:
@@ -445,6 +471,8 @@ _ORDER = (
     "by_version",
     "by_node",
     "served_by",
+    "requests_by_url",
+    "failed_requests_by_url",
 )
 
 
@@ -461,8 +489,9 @@ def verify(
     `failed_entries_total`, `lost`, `lost_sample`, `duplicates`, `duplicate_extra_lines`,
     `duplicate_sample`, `found_not_acked` {kind: entries}, `found_not_acked_total`,
     `found_not_acked_sample`, `unexpected_ids`, `overlapping_requests`, `sink_lines`, `by_color`,
-    `by_version`, `by_node`, `served_by`); `runs`: the same per run plus `run_id`, `dir`, `mode`,
-    `url`, `started`, `ended`, `complete`, `by_file`, `request_lines_invalid`, `loadgen_summary`;
+    `by_version`, `by_node`, `served_by`, `requests_by_url`, `failed_requests_by_url`); `runs`: the
+    same per run plus `run_id`, `dir`, `mode`, `urls`, `started`, `ended`, `complete`, `by_file`,
+    `request_lines_invalid`, `loadgen_summary`;
     `sinks`: `patterns`, `files` [{path, lines, invalid_lines}], `lines`, `invalid_lines`,
     `invalid_sample` [{file, line, torn_tail, start}], `scan_s`; `generated_at`.
 
@@ -567,6 +596,13 @@ def _section(r: dict[str, Any]) -> list[str]:
         ("  by node", _counts(r["by_node"])),
         ("answered by (header)", _counts(r["served_by"])),
     ]
+    if len(r["requests_by_url"]) > 1:
+        failed_by_url = r["failed_requests_by_url"]
+        rows.append(("requests by url", ""))
+        rows += [
+            (f"  {url}", f"{n}  ({failed_by_url.get(url, 0)} failed)")
+            for url, n in r["requests_by_url"].items()
+        ]
     width = max(len(k) for k, _ in rows) + 2
     return [f"  {k.ljust(width)}{v}" for k, v in rows]
 
@@ -584,7 +620,7 @@ def format_report(report: dict[str, Any]) -> str:
     for r in report["runs"]:
         state = "complete" if r["complete"] else "INCOMPLETE: no summary.json"
         out.append("")
-        out.append(f"run {r['run_id']}  ({r['mode']}, {r['url']}, {state})  {r['dir']}")
+        out.append(f"run {r['run_id']}  ({r['mode']}, {' + '.join(r['urls']) or '-'}, {state})  {r['dir']}")
         out.extend(_section(r))
     if len(report["runs"]) > 1:
         out.append("")

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -148,17 +149,24 @@ def fill_controller_caches() -> None:
 
 
 class Loadgen:
-    """bluegreen loadgen in the background through the live frontend; stop() then verify()."""
+    """bluegreen loadgen in the background through the live frontend (default: the local lab's; `urls`:
+    these, round-robin, e.g. every lb of the SSH lab); stop() then verify()."""
 
     def __init__(
-        self, out: Path, rate: int = 200, batch: int = 10, url: str = f"{LIVE_URL}/v1/logs", sinks: str = ""
+        self,
+        out: Path,
+        rate: int = 200,
+        batch: int = 10,
+        urls: Sequence[str] = (f"{LIVE_URL}/v1/logs",),
+        sinks: str = "",
     ) -> None:
         self.out = out
         self.sinks = sinks  # a glob for `bluegreen verify --sinks`; "" = its default (.lab/**/sink)
         self.proc = subprocess.Popen(
             [
                 *(str(VENV_BIN / "bluegreen"), "loadgen", "--rate", str(rate), "--batch", str(batch)),
-                *("--url", url, "--out", str(out), "--quiet"),
+                *("--out", str(out), "--quiet"),
+                *(arg for url in urls for arg in ("--url", url)),
             ],
             cwd=REPO,
         )

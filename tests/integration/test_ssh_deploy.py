@@ -38,7 +38,7 @@ def test_deploy_then_rollback_over_ssh_behind_two_lbs_under_load_loses_nothing(s
     lab = site
     assert live_colors(lab) == {"lb-1": "blue", "lb-2": "blue"}
     loads = [
-        Loadgen(tmp_path / lb, rate=60, url=f"http://{lab.address(lb)}:8080/v1/logs", sinks=SINKS)
+        Loadgen(tmp_path / lb, rate=60, urls=[f"http://{lab.address(lb)}:8080/v1/logs"], sinks=SINKS)
         for lb in ("lb-1", "lb-2")
     ]
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -62,7 +63,9 @@ def slow_server(tmp_path_factory):
 def test_open_loop_sends_on_schedule_and_records_every_request(server, tmp_path):
     out = tmp_path / "run"
     s = run_loadgen(
-        LoadgenConfig(out=out, url=server.url, rate=200, batch=5, duration=0.5, run_id="lg-open", quiet=True)
+        LoadgenConfig(
+            out=out, urls=[server.url], rate=200, batch=5, duration=0.5, run_id="lg-open", quiet=True
+        )
     )
 
     recs = requests_of(out)
@@ -84,13 +87,13 @@ def test_open_loop_sends_on_schedule_and_records_every_request(server, tmp_path)
 
     # the server wrote exactly the ids the load generator says it sent
     assert sorted(sink_ids(server.sink, "lg-open")) == sorted(f"lg-open-{i}" for i in range(500))
-    assert orjson.loads((out / "run.json").read_bytes())["url"] == server.url
+    assert orjson.loads((out / "run.json").read_bytes())["urls"] == [server.url]
 
 
 def test_failed_requests_are_classified_by_kind(tmp_path):
     with running_server(tmp_path / "sink", "--fail-every", "3") as srv:
         out = tmp_path / "run"
-        s = run_loadgen(LoadgenConfig(out=out, url=srv.url, rate=100, batch=4, duration=0.3, quiet=True))
+        s = run_loadgen(LoadgenConfig(out=out, urls=[srv.url], rate=100, batch=4, duration=0.3, quiet=True))
         stats = srv.stats()
     recs = requests_of(out)
     assert_contiguous(recs, 4)
@@ -123,7 +126,7 @@ def test_backpressure_is_recorded_as_failure_not_skipped(slow_server, tmp_path):
     s = run_loadgen(
         LoadgenConfig(
             out=out,
-            url=slow_server.url,
+            urls=[slow_server.url],
             rate=50,
             batch=2,
             duration=0.2,
@@ -143,7 +146,9 @@ def test_backpressure_is_recorded_as_failure_not_skipped(slow_server, tmp_path):
 
 def test_timeout_and_unanswered_when_drain_gives_up(slow_server, tmp_path):
     s1 = run_loadgen(
-        LoadgenConfig(out=tmp_path / "a", url=slow_server.url, rate=20, duration=0.1, timeout=0.1, quiet=True)
+        LoadgenConfig(
+            out=tmp_path / "a", urls=[slow_server.url], rate=20, duration=0.1, timeout=0.1, quiet=True
+        )
     )
     assert s1.failed_requests == {"timeout": {"requests": 2, "entries": 20}}
     assert {r["status"] for r in requests_of(tmp_path / "a")} == {None}
@@ -151,7 +156,7 @@ def test_timeout_and_unanswered_when_drain_gives_up(slow_server, tmp_path):
     s2 = run_loadgen(
         LoadgenConfig(
             out=tmp_path / "b",
-            url=slow_server.url,
+            urls=[slow_server.url],
             rate=20,
             duration=0.1,
             timeout=5,
@@ -167,7 +172,7 @@ def test_closed_loop_uses_the_same_recording(server, tmp_path):
     out = tmp_path / "run"
     s = run_loadgen(
         LoadgenConfig(
-            out=out, url=server.url, closed_loop=True, concurrency=4, batch=50, duration=0.3, quiet=True
+            out=out, urls=[server.url], closed_loop=True, concurrency=4, batch=50, duration=0.3, quiet=True
         )
     )
     recs = requests_of(out)
@@ -185,7 +190,7 @@ def test_stop_event_ends_an_open_ended_run(server, tmp_path):
     result = {}
     t = threading.Thread(
         target=lambda: result.update(
-            s=run_loadgen(LoadgenConfig(out=tmp_path / "run", url=server.url, rate=100, quiet=True), stop)
+            s=run_loadgen(LoadgenConfig(out=tmp_path / "run", urls=[server.url], rate=100, quiet=True), stop)
         )
     )
     t.start()
@@ -238,3 +243,157 @@ def test_bad_arguments_and_reused_out_dir_exit_2(server, tmp_path, capsys):
     with pytest.raises(LoadgenError, match="--rate"):
         run_loadgen(LoadgenConfig(out=tmp_path / "y", rate=0))
     assert loadgen.__doc__ and "open loop" in loadgen.__doc__.lower()
+
+
+def free_port_url() -> str:
+    """A loopback URL where nothing listens (connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/v1/logs"
+
+
+@pytest.fixture(scope="module")
+def two_lbs(tmp_path_factory):
+    """Two independent servers, each with its own sink and name, standing in for two load balancers."""
+    with (
+        running_server(tmp_path_factory.mktemp("lb1-sink"), node="lb-1") as a,
+        running_server(tmp_path_factory.mktemp("lb2-sink"), node="lb-2") as b,
+    ):
+        yield a, b
+
+
+def test_several_urls_get_the_requests_round_robin(two_lbs, tmp_path):
+    from bluegreen.cli import main  # noqa: PLC0415
+    from bluegreen.verify import verify  # noqa: PLC0415
+
+    a, b = two_lbs
+    out = tmp_path / "run"
+    argv = ["loadgen", "--url", a.url, "--url", b.url, "--out", str(out), "--run-id", "lg-two"]
+    assert main([*argv, "--rate", "200", "--batch", "5", "--duration", "0.5", "--quiet"]) == 0
+
+    recs = requests_of(out)
+    assert len(recs) == 100
+    assert_contiguous(recs, 5)
+    # per request, in schedule order: batch k went to URL k mod 2, and that server answered it
+    assert [r["url"] for r in recs] == [a.url, b.url] * 50
+    assert all(r["served_by"] == ("lb-1" if r["url"] == a.url else "lb-2") for r in recs)
+    assert {r["kind"] for r in recs} == {"ok"}
+
+    s = summary_of(out)
+    assert s["urls"] == [a.url, b.url]
+    assert orjson.loads((out / "run.json").read_bytes())["urls"] == [a.url, b.url]
+    one_half = {"requests": 50, "ok_requests": 50, "failed_requests": 0, "acked_entries": 250}
+    assert s["by_url"] == {a.url: one_half, b.url: one_half}
+    assert s["served_by"] == {"lb-1": 50, "lb-2": 50}
+
+    # each server holds exactly its half of the ids: even batches on the first, odd on the second
+    assert sorted(sink_ids(a.sink, "lg-two")) == sorted(f"lg-two-{i}" for i in range(500) if i // 5 % 2 == 0)
+    assert sorted(sink_ids(b.sink, "lg-two")) == sorted(f"lg-two-{i}" for i in range(500) if i // 5 % 2 == 1)
+
+    # bluegreen verify finds every acked id across both sinks and counts the requests per URL
+    report = verify([out], [str(a.sink), str(b.sink)])
+    assert report["verdict"] == "PASS", report["reasons"]
+    assert (report["acked_entries"], report["lost"]) == (500, 0)
+    assert report["runs"][0]["urls"] == [a.url, b.url]
+    assert report["requests_by_url"] == {a.url: 50, b.url: 50}
+    assert report["failed_requests_by_url"] == {}
+
+
+def test_an_unreachable_url_costs_exactly_its_share(two_lbs, tmp_path, capsys):
+    from bluegreen.cli import main  # noqa: PLC0415
+
+    a, _ = two_lbs
+    dead = free_port_url()
+    out = tmp_path / "run"
+    s = run_loadgen(LoadgenConfig(out=out, urls=[a.url, dead], rate=100, batch=4, duration=0.4, quiet=True))
+
+    assert s.requests == 40
+    assert s.by_url[a.url] == {"requests": 20, "ok_requests": 20, "failed_requests": 0, "acked_entries": 80}
+    assert s.by_url[dead] == {"requests": 20, "ok_requests": 0, "failed_requests": 20, "acked_entries": 0}
+    assert s.failed_requests == {"connect-error": {"requests": 20, "entries": 80}}
+    assert {r["url"] for r in requests_of(out) if r["kind"] == "connect-error"} == {dead}
+
+    # verify: nothing acked is lost, the failures are counted against the dead URL, exit 1
+    assert main(["verify", "--run", str(out), "--sinks", str(a.sink)]) == 1
+    text = capsys.readouterr().out
+    assert "requests by url" in text
+    assert f"{dead}" in text and "20  (20 failed)" in text
+    assert re.search(r"LOST \(acked, in no sink\)\s+0\n", text)
+    assert "FAIL: 20 failed requests (connect-error: 20)" in text
+
+
+def test_a_stalled_url_does_not_hold_the_other_urls_connections(tmp_path):
+    """--connections is per URL: requests to a healthy lb never wait for a connection a stalled lb holds."""
+    with (
+        running_server(tmp_path / "fast", node="lb-1") as fast,
+        running_server(tmp_path / "slow", "--delay", "1.5", node="lb-2") as slow,
+    ):
+        s = run_loadgen(
+            LoadgenConfig(
+                out=tmp_path / "run",
+                urls=[slow.url, fast.url],
+                rate=20,
+                batch=2,
+                duration=0.5,
+                connections=2,
+                timeout=10,
+                quiet=True,
+            )
+        )
+    assert s.failed_requests == {}
+    fast_latencies = [r["latency_s"] for r in requests_of(tmp_path / "run") if r["url"] == fast.url]
+    assert len(fast_latencies) == 5
+    # sharing 2 connections with the stalled one, they would have waited ~1.4 s or more for a free one
+    assert max(fast_latencies) < 1.0
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        ("ftp://127.0.0.1/v1/logs", "must be an http:// or https:// URL"),
+        ("http:///v1/logs", "names no host"),
+        ("http://127.0.0.1:99999/v1/logs", "cannot be parsed"),
+        ("http://127.0.0.1:8080/v1/ logs", "contains white space"),
+        ("http://127.0.0.1:0/v1/logs", "port 0"),
+    ],
+)
+def test_a_bad_url_among_several_is_refused_by_name(two_lbs, tmp_path, capsys, bad, problem):
+    from bluegreen.cli import main  # noqa: PLC0415
+
+    a, b = two_lbs
+    out = tmp_path / "run"
+    before = a.stats()["requests"], b.stats()["requests"]
+    assert (
+        main(
+            [
+                "loadgen",
+                "--url",
+                a.url,
+                "--url",
+                bad,
+                "--url",
+                b.url,
+                "--out",
+                str(out),
+                "--duration",
+                "0.2",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert f"--url {bad!r}: {problem}" in err
+    assert not out.exists()  # refused before anything was written or sent
+    assert (a.stats()["requests"], b.stats()["requests"]) == before
+
+
+def test_a_url_given_twice_is_refused(two_lbs, tmp_path):
+    a, b = two_lbs
+    with pytest.raises(LoadgenError, match=r"given twice"):
+        run_loadgen(LoadgenConfig(out=tmp_path / "run", urls=[a.url, b.url, a.url], duration=0.1))
+    with pytest.raises(LoadgenError, match="not one string"):
+        run_loadgen(LoadgenConfig(out=tmp_path / "run", urls=a.url, duration=0.1))
+    with pytest.raises(LoadgenError, match="at least one URL"):
+        run_loadgen(LoadgenConfig(out=tmp_path / "run", urls=[], duration=0.1))
+    assert not (tmp_path / "run").exists()

@@ -37,7 +37,7 @@ def runs(tmp_path_factory):
         for name, srv in (("vb", blue), ("vg", green)):
             run_loadgen(
                 LoadgenConfig(
-                    out=base / name, url=srv.url, rate=200, batch=5, duration=0.3, run_id=name, quiet=True
+                    out=base / name, urls=[srv.url], rate=200, batch=5, duration=0.3, run_id=name, quiet=True
                 )
             )
     return base
@@ -117,7 +117,7 @@ def test_failed_requests_and_entries_written_despite_failure(tmp_path):
     sink = tmp_path / "sink"
     with running_server(sink, "--fail-every", "4", "--write-then-fail-every", "5") as srv:
         run_loadgen(
-            LoadgenConfig(out=tmp_path / "r", url=srv.url, rate=100, batch=3, duration=0.4, quiet=True)
+            LoadgenConfig(out=tmp_path / "r", urls=[srv.url], rate=100, batch=3, duration=0.4, quiet=True)
         )
         stats = srv.stats()
     assert stats["requests"] == 40 and stats["failed"] == 10 and stats["lied"] == 6  # 5,10,15,25,30,35
