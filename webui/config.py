@@ -32,6 +32,11 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         None,
         "state dir of the lb host: state.json, history.jsonl, deploy.lock (default <project>/.lab/lb/state)",
     ),
+    "LB_STATE_DIRS": (
+        "",
+        "several lbs: NAME=DIR,NAME=DIR, each lb's state dir (read only); the overview shows each lb's live "
+        "color and flags lbs that disagree (empty: one lb, STATE_DIR)",
+    ),
     "RELEASE_STORE": (
         None,
         "release store, one <version>/manifest.json each (default <project>/.lab/releases)",
@@ -122,6 +127,21 @@ def read_file(path: Path) -> dict[str, Any]:
     return out
 
 
+def parse_lb_state_dirs(text: str) -> dict[str, str]:
+    """`NAME=DIR,NAME=DIR` -> {name: absolute dir}, in order; refuses an entry it cannot use, naming it."""
+    out: dict[str, str] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        name, sep, path = (x.strip() for x in entry.partition("="))
+        if not sep or not name or not path:
+            raise ConfigError(f"LB_STATE_DIRS: {entry!r} is not NAME=DIR")
+        if name in out:
+            raise ConfigError(f"LB_STATE_DIRS: lb {name!r} is named twice")
+        out[name] = str(Path(path).resolve())
+    return out
+
+
 def resolve(values: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults filled in, types checked, derived paths made absolute."""
     unknown = set(values) - set(DEFAULTS) - {"TESTING", "CONFIG_FILE"}
@@ -138,6 +158,7 @@ def resolve(values: Mapping[str, Any]) -> dict[str, Any]:
     }
     for key, path in derived.items():
         config[key] = str(Path(config[key]).resolve()) if config[key] else str(path)
+    config["LB_STATE_DIRS"] = parse_lb_state_dirs(config["LB_STATE_DIRS"])
     if not config["USERS_FILE"]:
         config["USERS_FILE"] = str(Path(config["DATA_DIR"]) / "users.json")
     if not config["ANSIBLE_BIN_DIR"]:

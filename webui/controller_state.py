@@ -20,12 +20,14 @@ from ansible.module_utils.bluegreen_state import (
     describe_holder,
     other_color,
 )
+from ansible.module_utils.bluegreen_status_view import compare_lbs
 
 __all__ = [
     "COLORS",
     "ControllerState",
     "StateError",
     "abandoned_run",
+    "compare_lbs",
     "describe_failure",
     "describe_holder",
     "other_color",

@@ -17,6 +17,7 @@ from webui.controller_state import (
     ControllerState,
     StateError,
     abandoned_run,
+    compare_lbs,
     describe_failure,
     describe_holder,
     other_color,
@@ -30,6 +31,8 @@ class Monitor:
     def __init__(self, config: dict) -> None:
         self.config = config
         self.controller = ControllerState(config["STATE_DIR"])
+        # several lbs: each one's state dir, for its live color (LB_STATE_DIRS)
+        self.lbs = {name: ControllerState(path) for name, path in (config.get("LB_STATE_DIRS") or {}).items()}
         self.interval = float(config["POLL_INTERVAL"])
         points = max(2, int(config["CHART_SECONDS"] / self.interval))
         self.chart: collections.deque[dict] = collections.deque(maxlen=points)
@@ -127,7 +130,26 @@ class Monitor:
                 warm_seconds_left=seconds_until(state.get("warm_until")),
             )
         out["lock_text"] = describe_holder(lock) if lock else None
+        if self.lbs:
+            out.update(self.lbs_summary())
         return out
+
+    def lbs_summary(self) -> dict:
+        """Several lbs: each one's live color and versions (its state.json) and whether they agree, as
+        status.yml judges it (bluegreen_status_view.compare_lbs)."""
+        lbs, seen = [], {}
+        for name, controller in self.lbs.items():
+            try:
+                state = controller.state()
+                error = None if state else "no state.json"
+            except (StateError, OSError) as exc:
+                state, error = None, str(exc)
+            live = (state or {}).get("live")
+            versions = (state or {}).get("versions") or {}
+            lbs.append({"name": name, "live": live, "version": versions.get(live), "error": error})
+            seen[name] = {"state_live": live, "versions": versions} if state else None
+        agreement = compare_lbs(seen)
+        return {"lbs": lbs, "lbs_agree": agreement["agree"], "lbs_disagreement": agreement["disagreement"]}
 
     def _traffic(self, now: float) -> dict:
         backends: dict[str, dict] = {}

@@ -12,13 +12,14 @@ type: notification
 short_description: Write a bluegreen run's progress as JSON-lines events
 description:
   - Writes one JSON object per line to O(path) as the playbook runs; nothing when O(path) is not set.
-  - The stage and run events come from the results of our modules, which carry a C(bluegreen_event) (a dict,
-    or a list of them) with a C(type) of C(run_start), C(stage_start), C(checks), C(failure), C(run_end) or
-    C(status) (what status.yml shows, each lb's own). This callback adds C(seq) and C(time), expands
-    C(checks) into one C(check) event per record, emits each event once (the same event returned by every lb
-    host counts once), and closes each stage with a C(stage_end) event carrying its result and duration. A
-    C(run_start) that names a C(stage) starts that stage too; a C(run_end) naming a stage that never started
-    (a failure skipped the stages before the one the run ends in) starts and ends it.
+  - The stage and run events come from the results of our modules, which carry a C(bluegreen_event) (a
+    dict, or a list of them) with a C(type) of C(run_start), C(stage_start), C(checks), C(failure),
+    C(run_end) or C(status) (what status.yml shows, every lb's status and whether the lbs agree,
+    C(bluegreen_status_lbs)). This callback adds C(seq) and C(time), expands C(checks) into one C(check)
+    event per record, emits each event once (the same event returned by every lb host counts once), and
+    closes each stage with a C(stage_end) event carrying its result and duration. A C(run_start) that
+    names a C(stage) starts that stage too; a C(run_end) naming a stage that never started (a failure
+    skipped the stages before the one the run ends in) starts and ends it.
   - It adds C(playbook_start), C(task_failed) (a task failure nobody ignored, rescued or not, for
     people to read, with its C(message) and the C(stderr) of the command that failed, if any; the run's
     failure is the C(failure) event), C(diff) (with C(--diff), what a changed task changed or, in check
@@ -56,7 +57,7 @@ def _identity(event):
         return (kind, event.get("run_id"), event.get("stage"), event.get("name"), event.get("node"))
     if kind == "failure":  # first failure wins, as in the state module
         return (kind, event.get("run_id"))
-    if kind == "status":  # each lb says its own
+    if kind == "status":  # every status shown is shown (status.yml shows one, for all its lbs)
         return None
     return (kind, event.get("run_id"), event.get("stage"))
 

@@ -13,7 +13,8 @@ description:
     routes to. Returns it structured (I(status)) and as lines for humans (I(lines)).
   - Shows the last run's durable failure (stage, check, host, observed) and a running deployment whose
     controller is gone (its lock stale) as abandoned.
-  - Never changes anything.
+  - Never changes anything. One lb's view; C(bluegreen_status_lbs) puts every lb's together and says
+    whether they agree.
 options:
   state_dir:
     description: bluegreen state directory.
@@ -58,10 +59,6 @@ lines:
   description: The same, one line per fact, for humans.
   returned: always
   type: list
-bluegreen_event:
-  description: The progress event C({type, status, lines}) of the status, for the events callback.
-  returned: always
-  type: dict
 """
 
 import json
@@ -74,10 +71,10 @@ from ansible.module_utils.bluegreen_state import (
     StateDir,
     StateError,
     abandoned_run,
-    describe_failure,
     other_color,
 )
 from ansible.module_utils.bluegreen_stats import summarize
+from ansible.module_utils.bluegreen_status_view import render
 from ansible.module_utils.bluegreen_traffic import map_file_color
 from ansible.module_utils.urls import open_url
 
@@ -130,52 +127,6 @@ def collect(module: AnsibleModule) -> dict:
     }
 
 
-def render(s: dict) -> list[str]:
-    versions = s["versions"]
-    lines = [
-        f"live   {s['live']} ({versions.get(s['live'], '?')})"
-        + ("" if s["agree"] else f"   !! state.json says {s['state_live']}")
-        + (
-            ""
-            if s["map_file_live"] == s["live"]
-            else f"   !! the map file says {s['map_file_live']}: a reload would move traffic"
-            " (deploy with -e bluegreen_repair_map=true to keep the live color)"
-        ),
-        f"idle   {s['idle']} ({versions.get(s['idle'], '?')}), warm until {s['warm_until'] or 'n/a'}",
-    ]
-    lines += [
-        f"node   {n['name']:<10} {n['color']:<5} {n['haproxy']:<6} version {n['version'] or 'not answering'}"
-        for n in s["nodes"]
-    ]
-    lock = s["lock"]
-    if not lock:
-        lines.append("lock   free")
-    else:
-        stale = f"  STALE: {lock.get('stale_reason')}" if lock.get("stale") else ""
-        lines.append(
-            f"lock   {lock.get('deployment_id')} ({lock.get('action')}) "
-            f"by {lock.get('user')}@{lock.get('host')} pid {lock.get('pid')} "
-            f"since {lock.get('started_at')}{stale}"
-        )
-    deployment, abandoned = s["deployment"], s["abandoned"]
-    if not deployment:
-        lines.append("deploy none running")
-    else:
-        lines.append(
-            f"deploy {deployment['id']} at stage {deployment['stage']}"
-            + (f"  ABANDONED: {abandoned['reason']}" if abandoned else "")
-        )
-    failure = s["failure"]
-    if failure:
-        lines.append(f"failed {describe_failure(failure)}")
-    lines += [
-        f"past   {h.get('at', '?')[:19]} {h.get('action')} {h.get('from', '')}->{h.get('to', '')} "
-        f"{h.get('version', '')} {h.get('result', '')}"
-        for h in s["history"]
-    ]
-    return lines
-
-
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -191,10 +142,8 @@ def main() -> None:
         status = collect(module)
     except (HAProxyRuntimeError, StateError) as exc:
         module.fail_json(msg=f"status on lb {socket.gethostname()}: {exc}")
-    lines = render(status)
-    # the same for whoever follows the run's progress events (plugins/callback/bluegreen_events.py)
-    event = {"type": "status", "status": status, "lines": lines}
-    module.exit_json(changed=False, status=status, lines=lines, bluegreen_event=event)
+    # status.yml shows every lb's in one (bluegreen_status_lbs), which is also its progress event
+    module.exit_json(changed=False, status=status, lines=render(status))
 
 
 if __name__ == "__main__":

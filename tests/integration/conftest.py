@@ -10,8 +10,10 @@ import pytest
 
 from tests import lab_namespace
 from tests.conftest import LAB
+from tests.conftest import run_playbook as run_in_repo
 from tests.integration.lab import (
     PlaybookRun,
+    build_release,
     fill_controller_caches,
     lab_ran_here,
     run_playbook,
@@ -76,3 +78,12 @@ def ssh_lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     finally:
         with lab_namespace.lab_network():
             lab.down()
+
+
+@pytest.fixture(scope="module")
+def ssh_site(ssh_lab: SshLab) -> SshLab:
+    """The SSH lab after site.yml (blue live, both colors on the first release), release 1.1.0 built."""
+    build_release("1.1.0")
+    run = run_in_repo("playbooks/site.yml", "-i", str(ssh_lab.inventory))
+    assert run.returncode == 0, run.tail(4000)
+    return ssh_lab

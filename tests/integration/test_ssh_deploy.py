@@ -6,22 +6,12 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.conftest import run_playbook
-from tests.integration.lab import Loadgen, build_release
+from tests.integration.lab import Loadgen
 from tests.integration.sshlab import SshLab
 
 SSH_LAB = (2, 2)  # lbs, nodes a color (tests/integration/conftest.py ssh_lab)
 SINKS = ".lab/sshlab/hosts/*/upper/opt/logplatform/sink/*.ndjson"
-
-
-@pytest.fixture(scope="module")
-def site(ssh_lab: SshLab) -> SshLab:
-    build_release("1.1.0")
-    run = run_playbook("playbooks/site.yml", "-i", str(ssh_lab.inventory))
-    assert run.returncode == 0, run.tail(4000)
-    return ssh_lab
 
 
 def live_colors(lab: SshLab) -> dict[str, str]:
@@ -34,8 +24,8 @@ def live_colors(lab: SshLab) -> dict[str, str]:
     return colors
 
 
-def test_deploy_then_rollback_over_ssh_behind_two_lbs_under_load_loses_nothing(site: SshLab, tmp_path):
-    lab = site
+def test_deploy_then_rollback_over_ssh_behind_two_lbs_under_load_loses_nothing(ssh_site: SshLab, tmp_path):
+    lab = ssh_site
     assert live_colors(lab) == {"lb-1": "blue", "lb-2": "blue"}
     loads = [
         Loadgen(tmp_path / lb, rate=60, urls=[f"http://{lab.address(lb)}:8080/v1/logs"], sinks=SINKS)

@@ -177,3 +177,123 @@ def test_a_running_run_is_not_abandoned(haproxy, state_dir):
     failed, result = status(haproxy, state_dir)
     assert not failed and result["status"]["abandoned"] is None and result["status"]["failure"] is None
     assert "ABANDONED" not in "\n".join(result["lines"])
+
+
+# --- several lbs: bluegreen_status_lbs puts their statuses together and says whether they agree --------
+
+
+@pytest.fixture
+def second_lb(tmp_path, nodes):
+    """A second HAProxy in front of the same nodes, with a state dir of its own (as lb-2 has)."""
+    (tmp_path / "lb-2").mkdir()
+    with haproxy_fixture.running(
+        tmp_path / "lb-2", nodes={color: [n.address for n in group] for color, group in nodes.items()}
+    ) as lb:
+        state = tmp_path / "lb-2" / "state"
+        init = {"live": "blue", "versions": {"blue": "1.0.0", "green": "1.1.0"}}
+        failed, result = run_module("bluegreen_state", {"dir": str(state), "action": "init", **init})
+        assert not failed, result
+        yield lb, state
+
+
+def together(statuses: dict, lbs: list[str] | None = None) -> dict:
+    failed, result = run_module(
+        "bluegreen_status_lbs", {"statuses": statuses, "lbs": lbs or list(statuses), "anchor": "lb-1"}
+    )
+    assert not failed, result
+    assert result["changed"] is False
+    assert result["bluegreen_event"] == {
+        "type": "status",
+        "status": result["status"],
+        "lines": result["lines"],
+    }
+    return result
+
+
+def test_one_lb_shows_as_before(haproxy, state_dir):
+    one = status(haproxy, state_dir, history_lines=1)[1]
+    result = together({"lb-1": one["status"]})
+    assert result["agree"] is True
+    assert result["lines"] == one["lines"]
+    assert result["status"]["live"] == "blue" and result["status"]["live_by_lb"] == {"lb-1": "blue"}
+    assert result["status"]["lock"] is None  # the anchor's own fields stay at the top
+
+
+def test_two_lbs_that_agree_show_each_lbs_live_color(haproxy, state_dir, second_lb):
+    lb2, lb2_state = second_lb
+    run_module("bluegreen_state", {"dir": str(state_dir), "action": "lock", "holder": HOLDER})
+    statuses = {
+        "lb-1": status(haproxy, state_dir, history_lines=1)[1]["status"],
+        "lb-2": status(lb2, lb2_state, history_lines=1)[1]["status"],
+    }
+    result = together(statuses)
+    s, lines = result["status"], result["lines"]
+    assert (result["agree"], s["lbs_agree"], s["lbs_disagreement"]) == (True, True, [])
+    assert (s["live"], s["anchor"], s["live_by_lb"]) == ("blue", "lb-1", {"lb-1": "blue", "lb-2": "blue"})
+    assert s["lbs"] == statuses
+    assert s["lock"]["deployment_id"] == "d7"  # the anchor's lock, at the top as for one lb
+    assert lines[0] == "lbs    2 load balancers, all serve blue: lb-1 blue, lb-2 blue"
+    assert lines[1] == "-- lb-1 (anchor: lock, running deployment, history)"
+    second = lines.index("-- lb-2")
+    assert lines[2] == lines[second + 1] == "live   blue (1.0.0)"
+    assert any(line.startswith("lock   d7") for line in lines[:second])
+    # the other lb shows what is its own (live, idle, its view of the nodes), not the run's record
+    assert [line.split()[0] for line in lines[second + 1 :]] == ["live", "idle", "node", "node", "node"]
+
+
+def test_two_lbs_on_different_colors_are_flagged_in_text_json_and_event(haproxy, state_dir, second_lb):
+    lb2, lb2_state = second_lb
+    # lb-2 alone switched to green (HAProxy's map at runtime and state.json), lb-1 still serves blue
+    assert lb2.command(f"set map {lb2.live_map} live green").strip() == ""
+    state = json.loads((lb2_state / "state.json").read_text())
+    (lb2_state / "state.json").write_text(json.dumps({**state, "live": "green"}))
+    assert "live green" in lb2.command(f"show map {lb2.live_map}")  # traffic really is split
+    assert "live blue" in haproxy.command(f"show map {haproxy.live_map}")
+    statuses = {
+        "lb-1": status(haproxy, state_dir, history_lines=0)[1]["status"],
+        "lb-2": status(lb2, lb2_state, history_lines=0)[1]["status"],
+    }
+    result = together(statuses)
+    s, lines = result["status"], result["lines"]
+    assert result["agree"] is False and s["lbs_agree"] is False
+    assert s["lbs_disagreement"] == [
+        "live color in HAProxy differs: lb-1 blue, lb-2 green",
+        "live color in state.json differs: lb-1 blue, lb-2 green",
+    ]
+    assert (s["live"], s["idle"]) == (None, None)  # no one live color
+    assert s["live_by_lb"] == {"lb-1": "blue", "lb-2": "green"}
+    assert lines[:3] == [
+        "lbs    2 load balancers: lb-1 blue, lb-2 green",
+        "!! LBS DISAGREE: live color in HAProxy differs: lb-1 blue, lb-2 green",
+        "!! LBS DISAGREE: live color in state.json differs: lb-1 blue, lb-2 green",
+    ]
+    assert result["bluegreen_event"]["status"]["lbs_agree"] is False
+
+
+def test_versions_that_differ_and_an_lb_without_status_are_disagreements(haproxy, state_dir, second_lb):
+    lb2, lb2_state = second_lb
+    state = json.loads((lb2_state / "state.json").read_text())
+    (lb2_state / "state.json").write_text(
+        json.dumps({**state, "versions": {"blue": "1.0.0", "green": "1.2.0"}})
+    )
+    statuses = {
+        "lb-1": status(haproxy, state_dir, history_lines=0)[1]["status"],
+        "lb-2": status(lb2, lb2_state, history_lines=0)[1]["status"],
+    }
+    result = together(statuses, ["lb-1", "lb-2", "lb-3"])
+    assert result["status"]["lbs_disagreement"] == [
+        "no status from lb-3 (unreachable, or its status could not be read)",
+        "versions in state.json differs: lb-1 blue 1.0.0/green 1.1.0, lb-2 blue 1.0.0/green 1.2.0",
+    ]
+    assert result["status"]["live_by_lb"] == {"lb-1": "blue", "lb-2": "blue", "lb-3": None}
+    assert result["lines"][0] == "lbs    3 load balancers: lb-1 blue, lb-2 blue, lb-3 none"
+    assert result["lines"][-2:] == ["-- lb-3", "no status"]
+
+
+def test_a_status_of_an_lb_not_in_the_play_is_refused(haproxy, state_dir):
+    one = status(haproxy, state_dir)[1]["status"]
+    failed, result = run_module(
+        "bluegreen_status_lbs", {"statuses": {"lb-9": one}, "lbs": ["lb-1"], "anchor": "lb-1"}
+    )
+    assert failed
+    assert "lb-9" in result["msg"]

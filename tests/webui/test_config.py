@@ -53,3 +53,13 @@ def test_bad_settings_are_refused(tmp_path: Path):
         config.load({"PORT": 70000}, env={})
     with pytest.raises(config.ConfigError, match="expected true or false"):
         config.load(env={"BLUEGREEN_WEBUI_SESSION_COOKIE_SECURE": "maybe"})
+
+
+def test_lb_state_dirs_are_name_dir_pairs(tmp_path: Path):
+    loaded = config.load({"LB_STATE_DIRS": f"lb-1={tmp_path}/a, lb-2 = {tmp_path}/b"}, env={})
+    assert loaded["LB_STATE_DIRS"] == {"lb-1": str(tmp_path / "a"), "lb-2": str(tmp_path / "b")}
+    assert config.load(env={})["LB_STATE_DIRS"] == {}
+    with pytest.raises(config.ConfigError, match="LB_STATE_DIRS: 'lb-2' is not NAME=DIR"):
+        config.load(env={"BLUEGREEN_WEBUI_LB_STATE_DIRS": "lb-1=/x,lb-2"})
+    with pytest.raises(config.ConfigError, match="lb 'lb-1' is named twice"):
+        config.load({"LB_STATE_DIRS": "lb-1=/x,lb-1=/y"}, env={})

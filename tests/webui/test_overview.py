@@ -256,3 +256,75 @@ def test_overview_shows_a_dead_runs_stage_stale_lock_and_stored_failure(config, 
         assert f"failed {text}".replace('"', "&#34;") in page
     finally:
         app.extensions["bluegreen"].monitor.stop()
+
+
+def overview_once(client, predicate, timeout: float = 10.0) -> dict:
+    """/api/overview once the poller's sample satisfies `predicate` (it samples every POLL_INTERVAL)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = client.get("/api/overview").get_json()
+        if predicate(data) or time.monotonic() > deadline:
+            return data
+        time.sleep(0.05)
+
+
+def test_overview_shows_each_lbs_live_color_and_flags_lbs_that_disagree(
+    config, users_file, project, tmp_path
+):
+    """Several lbs (LB_STATE_DIRS): each lb's live color from its own state.json, in the page, the API and
+    the stream; when they differ (or one cannot be read) the overview says so, naming each lb."""
+    state = json.loads((project / ".lab" / "lb" / "state" / "state.json").read_text())
+    dirs = {}
+    for lb in ("lb-1", "lb-2"):
+        dirs[lb] = tmp_path / lb / "state"
+        dirs[lb].mkdir(parents=True)
+        (dirs[lb] / "state.json").write_text(json.dumps(state))
+    lb_state_dirs = ",".join(f"{lb}={path}" for lb, path in dirs.items())
+    app, client = viewer_client({**config, "LB_STATE_DIRS": lb_state_dirs}, users_file)
+    try:
+        data = client.get("/api/overview").get_json()
+        assert [(lb["name"], lb["live"], lb["version"]) for lb in data["lbs"]] == [
+            ("lb-1", "blue", "1.0.0"),
+            ("lb-2", "blue", "1.0.0"),
+        ]
+        assert (data["lbs_agree"], data["lbs_disagreement"]) == (True, [])
+        page = client.get("/").get_data(as_text=True)
+        assert (
+            '<li data-lb="lb-1" data-color="blue">' in page
+            and '<li data-lb="lb-2" data-color="blue">' in page
+        )
+        assert 'id="lbs-disagree" data-testid="lbs-disagree" hidden' in page
+
+        # lb-2 alone moved to green: the page, the API and the stream say the lbs disagree
+        (dirs["lb-2"] / "state.json").write_text(json.dumps({**state, "live": "green"}))
+        expected = ["live color in state.json differs: lb-1 blue, lb-2 green"]
+        data = overview_once(client, lambda d: d["lbs"][1]["live"] == "green")
+        assert [lb["live"] for lb in data["lbs"]] == ["blue", "green"]
+        assert (data["lbs_agree"], data["lbs_disagreement"]) == (False, expected)
+        page = client.get("/").get_data(as_text=True)
+        assert '<li data-lb="lb-2" data-color="green">' in page
+        assert f"load balancers disagree: {expected[0]}" in page
+        reader = stream(client, "/overview/events")
+        sample = reader.next()["data"]
+        assert (sample["lbs_agree"], sample["lbs_disagreement"]) == (False, expected)
+        reader.close()
+
+        # an lb whose state cannot be read is a disagreement too, with its error shown
+        (dirs["lb-2"] / "state.json").write_text("{torn")
+        data = overview_once(client, lambda d: d["lbs"][1]["error"])
+        assert data["lbs"][1]["live"] is None and "not valid JSON" in data["lbs"][1]["error"]
+        assert data["lbs_disagreement"] == [
+            "no status from lb-2 (unreachable, or its status could not be read)"
+        ]
+    finally:
+        app.extensions["bluegreen"].monitor.stop()
+
+
+def test_one_lb_shows_no_lb_list(config, users_file):
+    app, client = viewer_client(config, users_file)
+    try:
+        data = client.get("/api/overview").get_json()
+        assert "lbs" not in data
+        assert 'id="lbs" data-testid="lbs" class="lbs" hidden' in client.get("/").get_data(as_text=True)
+    finally:
+        app.extensions["bluegreen"].monitor.stop()

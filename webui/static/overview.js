@@ -28,7 +28,31 @@
     return text ? String(text).replace("T", " ").slice(0, 19) + "Z" : "-";
   }
 
+  function updateLbs(data) {
+    // several lbs (LB_STATE_DIRS): each one's live color, and whether they agree
+    const list = document.getElementById("lbs");
+    list.hidden = !data.lbs;
+    list.textContent = "";
+    (data.lbs || []).forEach(function (lb) {
+      const item = document.createElement("li");
+      item.dataset.lb = lb.name;
+      item.dataset.color = lb.live || "";
+      const badge = document.createElement("span");
+      badge.className = "badge " + (lb.live || "unknown");
+      badge.textContent = lb.live || "unknown";
+      const version = document.createElement("span");
+      version.className = "version";
+      version.textContent = lb.version || lb.error || "";
+      item.append(lb.name + " ", badge, " ", version);
+      list.append(item);
+    });
+    const disagree = document.getElementById("lbs-disagree");
+    disagree.hidden = data.lbs_agree !== false;
+    disagree.textContent = data.lbs_agree === false ? "load balancers disagree: " + data.lbs_disagreement.join("; ") : "";
+  }
+
   function updateState(data) {
+    updateLbs(data);
     setColor("live-color", data.live && data.live.color);
     setText("live-version", data.live && data.live.version);
     setColor("idle-color", data.idle && data.idle.color);
