@@ -328,8 +328,10 @@ class Lab:
         for host in hosts:
             kill_host(host)
         for host in hosts:
+            # the kernel removes a veth with its namespace, a moment after the last process: either way
+            subprocess.run(["ip", "link", "del", host.interface], capture_output=True, check=False)
             if link_exists(host.interface):
-                call("ip", "link", "del", host.interface)
+                raise LabError(f"link {host.interface} of host {host.name} could not be deleted")
         owner = bridge_owner()
         if owner is not None and owner == str(self.root):
             call("ip", "link", "del", BRIDGE)

@@ -23,9 +23,10 @@ class SshLab:
     inventory: Path = INVENTORY
     root: Path = ROOT
 
-    def command(self, *args: str) -> subprocess.CompletedProcess:
+    def command(self, action: str, *args: str) -> subprocess.CompletedProcess:
+        """`bluegreen lab <action> --root <root> <args>` (exec's command is the rest of the line)."""
         return subprocess.run(
-            [str(VENV_BIN / "bluegreen"), "lab", *args, "--root", str(self.root)],
+            [str(VENV_BIN / "bluegreen"), "lab", action, "--root", str(self.root), *args],
             cwd=REPO, capture_output=True, text=True, check=False,
         )  # fmt: skip
 

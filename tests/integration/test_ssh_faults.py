@@ -1,0 +1,174 @@
+"""Faults over SSH (issue 15): each leaves live traffic on a healthy color and loses nothing. One lb and
+two nodes a color of the SSH lab (bluegreen/sshlab.py); the load goes to the lb's address."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import run_playbook, start_playbook
+from tests.integration.lab import Loadgen, build_release
+from tests.integration.sshlab import SshLab
+
+SSH_LAB = (1, 2)  # lbs, nodes a color (tests/integration/conftest.py ssh_lab)
+SINKS = ".lab/sshlab/hosts/*/upper/opt/logplatform/sink/*.ndjson"
+
+
+@pytest.fixture(scope="module")
+def site(ssh_lab: SshLab) -> SshLab:
+    build_release("1.1.0")
+    run = run_playbook("playbooks/site.yml", "-i", str(ssh_lab.inventory))
+    assert run.returncode == 0, run.tail(4000)
+    return ssh_lab
+
+
+def live_color(lab: SshLab) -> str:
+    done = lab.ssh("lb-1", "sudo cat /etc/haproxy/live.map")
+    assert done.returncode == 0, done.stderr
+    return dict(line.split() for line in done.stdout.splitlines() if line.strip())["live"]
+
+
+def state(lab: SshLab) -> dict:
+    done = lab.ssh("lb-1", "sudo cat /var/lib/bluegreen/state/state.json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def processes(lab: SshLab, host: str, name: str) -> list[int]:
+    """PIDs of host's processes whose command is `name` (read inside the host's PID namespace)."""
+    return [pid for pid, comm, _ in process_table(lab, host) if comm == name]
+
+
+def process_table(lab: SshLab, host: str) -> list[tuple[int, str, str]]:
+    """(pid, command name, command line) of every process of the host, as its own `ps` sees them."""
+    done = lab.command("exec", host, "--", "ps", "-ww", "-eo", "pid=,comm=,args=")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(None, 2) for line in done.stdout.splitlines() if line.strip()]
+    return [(int(row[0]), row[1], row[2] if len(row) > 2 else "") for row in rows]
+
+
+def assert_nothing_lost(load: Loadgen) -> None:
+    report = load.verify()
+    assert report["acked_entries"] > 500
+    assert report["failed_requests_total"] == 0, report["failed_requests"]
+    assert report["lost"] == 0, report["lost_sample"]
+    assert report["duplicates"] == 0
+
+
+def test_a_green_host_whose_sshd_is_stopped_fails_the_deploy_before_the_switch_naming_it(
+    site: SshLab, tmp_path
+):
+    lab = site
+    live = live_color(lab)
+    idle = "green" if live == "blue" else "blue"
+    target = f"{idle}-1"
+    sshd = processes(lab, target, "sshd")
+    assert sshd, f"no sshd on {target}"
+    load = Loadgen(tmp_path / "load", rate=60, url=f"http://{lab.address('lb-1')}:8080/v1/logs", sinks=SINKS)
+    try:
+        # every sshd of the host (the listener and the sessions ssh's control masters hold): unreachable
+        assert lab.command("exec", target, "--", "kill", *map(str, sshd)).returncode == 0
+        run = run_playbook("playbooks/deploy.yml", "-i", str(lab.inventory), "-e", "bluegreen_version=1.1.0")
+        assert run.returncode != 0
+        failure = run.failure
+        assert failure is not None, run.tail(3000)
+        assert (failure["stage"], failure["host"]) == ("validate", target), failure
+        assert "not reachable over SSH" in failure["observed"]
+        assert "Traffic never moved" in run.message, run.message
+        assert not run.of_type("stage_start") or "switch" not in [
+            e["stage"] for e in run.of_type("stage_start")
+        ]
+        assert live_color(lab) == live
+        assert state(lab)["live"] == live
+    finally:
+        lab.command("exec", target, "--", "/usr/sbin/sshd", "-f", "/etc/ssh/sshd_config")
+        load.stop()
+    assert_nothing_lost(load)
+
+
+def deploy_args(lab: SshLab, version: str) -> tuple[str, ...]:
+    return ("-i", str(lab.inventory), "-e", f"bluegreen_version={version}")
+
+
+def test_a_green_node_killed_after_validation_is_refused_by_the_switch_gate(site: SshLab, tmp_path):
+    lab = site
+    live = live_color(lab)
+    idle = "green" if live == "blue" else "blue"
+    target = f"{idle}-1"
+    version = "1.1.0" if state(lab)["versions"][idle] != "1.1.0" else "1.0.0"
+    load = Loadgen(tmp_path / "load", rate=60, url=f"http://{lab.address('lb-1')}:8080/v1/logs", sinks=SINKS)
+    deploy = start_playbook("playbooks/deploy.yml", *deploy_args(lab, version), new_session=True)
+    try:
+        deploy.wait_for_event(lambda e: e.get("type") == "stage_start" and e.get("stage") == "switch")
+        # validation passed on every node; hold the controller still while the node dies (its supervisord
+        # first, so nothing restarts it), so that the gate surely runs after
+        os.killpg(deploy.pid, signal.SIGSTOP)
+        try:
+            doomed = [pid for pid, _, args in process_table(lab, target) if "supervisord" in args]
+            doomed += [pid for pid, _, args in process_table(lab, target) if "logplatform" in args]
+            assert len(doomed) >= 2, process_table(lab, target)
+            assert lab.command("exec", target, "--", "kill", "-KILL", *map(str, doomed)).returncode == 0
+        finally:
+            os.killpg(deploy.pid, signal.SIGCONT)
+        run = deploy.wait()
+        assert run.returncode != 0
+        failure = run.failure
+        assert failure is not None and failure["stage"] == "switch", run.tail(3000)
+        # refused by the gate: HAProxy has seen the node down already, or the node does not answer /version
+        observed = failure["observed"]
+        assert f"switch to {idle} on lb lb-1 refused, {live} stays live" in observed, failure
+        assert f"{target} (DOWN" in observed or f"node {target} of {idle} did not answer /version" in observed
+        assert live_color(lab) == live
+        assert state(lab)["live"] == live
+    finally:
+        deploy.kill()
+        load.stop()
+    assert_nothing_lost(load)
+
+
+def cut_ssh_connections(address: str, seconds: float) -> int:
+    """Reset every TCP connection of this machine to address:22 (ss -K), again and again for `seconds`:
+    the controller's SSH connections are cut as by a network failure, and new ones with them."""
+    cuts = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        listed = subprocess.run(
+            ["ss", "-HtnK", "dst", address, "dport", "=", "22"], capture_output=True, text=True, check=True
+        )
+        cuts += len(listed.stdout.splitlines())
+        time.sleep(0.02)
+    return cuts
+
+
+def test_ssh_connections_cut_mid_provision_fail_the_run_and_a_rerun_completes(site: SshLab, tmp_path):
+    lab = site
+    live = live_color(lab)
+    idle = "green" if live == "blue" else "blue"
+    target = f"{idle}-1"
+    version = "1.1.0" if state(lab)["versions"][idle] != "1.1.0" else "1.0.0"
+    load = Loadgen(tmp_path / "load", rate=60, url=f"http://{lab.address('lb-1')}:8080/v1/logs", sinks=SINKS)
+    deploy = start_playbook("playbooks/deploy.yml", *deploy_args(lab, version), new_session=True)
+    try:
+        deploy.wait_for_event(lambda e: e.get("type") == "stage_start" and e.get("stage") == "provision")
+        assert cut_ssh_connections(lab.address(target), seconds=4) > 0
+        run = deploy.wait()
+        assert run.returncode != 0, "the run went on as if nothing happened"
+        failure = run.failure
+        assert failure is not None and failure["host"] == target, run.tail(3000)
+        assert failure["stage"] in ("provision", "validate"), failure
+        assert "Traffic never moved" in run.message, run.message
+        assert live_color(lab) == live
+
+        rerun = run_playbook("playbooks/deploy.yml", *deploy_args(lab, version))
+        assert rerun.returncode == 0, rerun.tail(4000)
+        assert live_color(lab) == idle
+        assert state(lab)["versions"][idle] == version
+    finally:
+        deploy.kill()
+        load.stop()
+    assert_nothing_lost(load)
