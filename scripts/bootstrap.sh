@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 flavour=${1:-dev}
 # openssh-server, sudo, iproute2: the SSH lab (bluegreen/sshlab.py) gives each host its own sshd, a sudoer
 apt_packages=(haproxy openssh-server sudo python3-venv iproute2 curl)
-[ "$flavour" = dev ] && apt_packages+=(chromium)
+# dev: chromium for the browser tests, systemd for systemd-analyze (the unit templates' test)
+[ "$flavour" = dev ] && apt_packages+=(chromium systemd)
 
 missing=()
 for pkg in "${apt_packages[@]}"; do

@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 import tomllib
@@ -23,7 +25,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, VENV_BIN, run_playbook
+from bluegreen.progress import EventFollower
+from tests import lab_namespace
+from tests.conftest import LAB, REPO, VENV_BIN, PlaybookRun, run_playbook
+from tests.integration.lab import fill_controller_caches
 from tests.unit.haproxy_fixture import free_port, process_uids
 
 NODE = "logs-blue-1.example.net"
@@ -86,6 +91,7 @@ def layout() -> Iterator[Layout]:
         venv = root / "node" / "releases" / VERSION / "venv" / "bin"
         venv.mkdir(parents=True)
         (venv / "logplatform").symlink_to(VENV_BIN / "logplatform")
+        (root / "node" / "current").symlink_to(root / "node" / "releases" / VERSION)
         extra = {
             "layout_root": str(root),
             "layout_node": NODE,
@@ -100,8 +106,11 @@ def layout() -> Iterator[Layout]:
             # no release store here: dirs.yml's query finds nothing installed (it only makes the dirs)
             "logplatform_manifest": {},
             "logplatform_listen_port": free_port(),
-            "logplatform_systemd_user": SERVICE_USER,
-            "logplatform_systemd_group": SERVICE_GROUP,
+            "logplatform_user": SERVICE_USER,
+            "logplatform_group": SERVICE_GROUP,
+            # nothing on this machine is created or changed: the users exist
+            "logplatform_create_user": False,
+            "haproxy_create_user": False,
         }
         run = run_playbook(
             "tests/unit/playbooks/production_layout.yml",
@@ -128,6 +137,29 @@ def test_every_directory_the_node_writes_belongs_to_its_service_user(layout: Lay
     assert f'shadow_sink_dir = "{layout.node / "shadow"}"' in config
     for name in written:
         assert owner(layout.node / name) == (SERVICE_USER, 0o750), name
+
+
+SYSTEMD_ANALYZE = "/usr/bin/systemd-analyze"
+
+
+@pytest.mark.skipif(
+    not Path(SYSTEMD_ANALYZE).exists(), reason="systemd-analyze (Debian's systemd) is missing"
+)
+def test_the_systemd_unit_passes_systemd_analyze_verify(layout: Layout) -> None:
+    """The rendered unit as systemd reads it: every directive known and parsed (a bad value is only a
+    warning, exit 0: the output must say nothing of it), ExecStart and the user as the node needs."""
+    unit = layout.root / "logplatform.service"
+    text = unit.read_text()
+    verify = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    said = [line for line in (verify.stdout + verify.stderr).splitlines() if "logplatform" in line]
+    # the only remark: this test's stand-in service user is `nobody`, which systemd calls unsafe
+    said = [line for line in said if f"Special user {SERVICE_USER} configured" not in line]
+    assert verify.returncode == 0 and not said, verify.stdout + verify.stderr
+    assert f"User={SERVICE_USER}\nGroup={SERVICE_GROUP}\n" in text
+    config = layout.node / "etc" / "logplatform.toml"
+    assert f"ExecStart={layout.node}/current/venv/bin/logplatform --config {config}\n" in text
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -252,3 +284,262 @@ def test_production_haproxy_workers_run_as_haproxy_and_the_runtime_api_answers(l
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# --- The lab hosts' layout: supervisor as root stands in for systemd, services run as their own users ---
+# One host (the lb and a blue node) in namespaces of its own: a private network, PID space and mounts,
+# with /etc, /opt and /var overlays over the machine's (upper dirs in a temporary root), so the roles
+# create their system users and write the SSH lab's paths (supervisord at the supervisor role's default,
+# /opt/bluegreen/supervisor) there, and nothing reaches the machine. The SSH lab's group_vars with its one
+# host made local: the real site.yml runs as root (what `become` gives the controller's tasks on a lab
+# host), then what a deploy's provision does, status.yml, and teardown.yml.
+
+HOST = "host-1"
+# what the SSH lab's inventory says of its lbs and nodes (the paths the roles write, the node's port)
+LAB_VARS = {
+    group: yaml.safe_load((REPO / "inventories" / "lab" / "group_vars" / f"{group}.yml").read_text())
+    for group in ("lb", "logplatform")
+}
+Completed = subprocess.CompletedProcess[str]
+PROGRAMS = ("supervisord", "logplatform", "haproxy")
+# pid 1 of the host: reaps every orphan (a daemon's exited children, supervisord after its shutdown)
+REAPER = """
+import os, time
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        time.sleep(0.2)
+"""
+OVERLAID = ("etc", "opt", "var")
+
+needs_namespaces = pytest.mark.skipif(
+    not (lab_namespace.available() and shutil.which("nsenter")),
+    reason="a host of its own needs root and network, PID and mount namespaces (unshare, nsenter)",
+)
+
+
+@dataclass
+class Host:
+    """A host of its own: pid of the process that holds its namespaces (pid 1 inside)."""
+
+    root: Path
+    pid: int
+
+    def run(self, *argv: str, env: dict[str, str] | None = None, timeout: float = 60) -> Completed:
+        return subprocess.run(
+            ["nsenter", "-t", str(self.pid), "-m", "-n", "-p", "--", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+            check=False,
+        )
+
+    def playbook(self, playbook: str, *args: str) -> PlaybookRun:
+        """ansible-playbook from the repository on this host, judged by its events, as run_playbook does."""
+        events = self.root / "events" / f"{Path(playbook).stem}-{time.monotonic_ns()}.jsonl"
+        started = time.monotonic()
+        env = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "BLUEGREEN_EVENTS_FILE": str(events)}
+        argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(self.root / "inventory"), playbook, *args]
+        done = subprocess.run(
+            ["nsenter", "-t", str(self.pid), "-m", "-n", "-p", f"--wd={REPO}", "--", *argv],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, **env},
+            check=False,
+        )
+        return PlaybookRun(
+            done.returncode, time.monotonic() - started, list(EventFollower(events).new()), None, done.stdout
+        )
+
+    def processes(self) -> list[dict[str, str]]:
+        """`ps` on the host: user, pid, ppid and command line of every process, and `program`: which of
+        supervisord, logplatform and haproxy it runs (the first two run as `venv/bin/python <script>`)."""
+        ps = self.run("ps", "-eo", "user:32=,pid=,ppid=,args=")
+        assert ps.returncode == 0, ps.stderr
+        found = []
+        for line in ps.stdout.splitlines():
+            user, pid, ppid, args = line.split(None, 3)
+            names = [Path(word).name for word in args.split()[:2]]
+            program = next((name for name in names if name in PROGRAMS), "")
+            found.append({"user": user, "pid": pid, "ppid": ppid, "args": args, "program": program})
+        return found
+
+    def stat(self, path: str) -> tuple[str, str, int]:
+        """Owner, group and mode of a path on the host."""
+        out = self.run("stat", "-c", "%U %G %a", path)
+        assert out.returncode == 0, out.stderr
+        user, group, mode = out.stdout.split()
+        return user, group, int(mode, 8)
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[Host]:
+    # the release and supervisor's environment, built outside the host (pip needs the network)
+    fill_controller_caches()
+    root = Path(tempfile.mkdtemp(prefix="bluegreen-host-"))
+    root.chmod(0o755)
+    overlays = "; ".join(
+        f"mkdir -p {root}/fs/{d}/upper {root}/fs/{d}/work && mount -t overlay overlay -o "
+        f"lowerdir=/{d},upperdir={root}/fs/{d}/upper,workdir={root}/fs/{d}/work /{d}"
+        for d in OVERLAID
+    )
+    ready = root / "ready"
+    holder = subprocess.Popen(
+        [
+            "unshare",
+            "--mount",
+            "--net",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "--",
+            "bash",
+            "-ec",
+            f"{overlays}; ip link set lo up; touch {ready}; exec {sys.executable} -c {shlex.quote(REAPER)}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert holder.poll() is None, holder.stderr.read().decode() if holder.stderr else ""
+            assert time.monotonic() < deadline, "the host's namespaces did not come up"
+            time.sleep(0.05)
+        (child,) = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
+        # the SSH lab's inventory (its group_vars: the production layout under supervisor), its one host
+        # made local: no SSH, no become (this is root already); the controller's stores are the checkout's
+        inventory_dir = root / "inventory"
+        inventory_dir.mkdir()
+        (inventory_dir / "group_vars").symlink_to(REPO / "inventories" / "lab" / "group_vars")
+        here = {
+            "ansible_connection": "local",
+            "ansible_become": False,
+            "ansible_python_interpreter": str(VENV_BIN / "python"),
+            "ansible_host": "127.0.0.1",
+            "bluegreen_lab_dir": str(LAB),
+            # HAProxy is the machine's (/usr is shared, as on a lab host)
+            "haproxy_install_package": False,
+        }
+        inventory = {
+            "all": {
+                "hosts": {HOST: here},
+                "children": {
+                    "lb": {"hosts": {HOST: None}},
+                    "logplatform": {"children": {"blue": {"hosts": {HOST: None}}, "green": {"hosts": {}}}},
+                },
+            }
+        }
+        (inventory_dir / "hosts.yml").write_text(json.dumps(inventory))
+        yield Host(root, int(child))
+    finally:
+        holder.kill()  # --kill-child: the host's pid 1, and so every process of the host, dies with it
+        holder.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def supervised(host: Host) -> Iterator[dict[str, PlaybookRun]]:
+    """site.yml twice, then a deploy's provision of the node (a play without the supervisor role)."""
+    runs = {"site": host.playbook("playbooks/site.yml")}
+    assert runs["site"].returncode == 0, runs["site"].failure_text() or runs["site"].tail(6000)
+    runs["site_again"] = host.playbook("playbooks/site.yml")
+    runs["provision"] = host.playbook("tests/unit/playbooks/service_users.yml")
+    yield runs
+
+
+@needs_root
+@needs_namespaces
+def test_a_deploy_finds_the_supervisord_that_site_yml_started(supervised: dict[str, PlaybookRun]) -> None:
+    """supervisor_root has one home (the supervisor role): a play without that role (a deploy's provision,
+    retire, teardown) uses the same directory as site.yml, not <logplatform_root>/supervisor."""
+    provision = supervised["provision"]
+    assert provision.returncode == 0, provision.failure_text() or provision.tail(6000)
+
+
+@needs_root
+@needs_namespaces
+def test_a_second_site_run_changes_nothing_under_service_users(supervised: dict[str, PlaybookRun]) -> None:
+    again = supervised["site_again"]
+    assert again.returncode == 0, again.failure_text() or again.tail(4000)
+    assert again.stats[HOST]["changed"] == 0, again.stats
+
+
+@needs_root
+@needs_namespaces
+def test_services_run_as_their_own_users_under_a_root_supervisord(host: Host, supervised: dict) -> None:
+    processes = host.processes()
+    (supervisord,) = [p for p in processes if p["program"] == "supervisord"]
+    assert supervisord["user"] == "root", processes
+    (node,) = [p for p in processes if p["program"] == "logplatform"]
+    assert node["user"] == "logplatform", processes
+    haproxy = [p for p in processes if p["program"] == "haproxy"]
+    (master,) = [p for p in haproxy if p["ppid"] == supervisord["pid"]]
+    workers = [p for p in haproxy if p["ppid"] == master["pid"]]
+    # the master (supervisord's child, root) binds, reloads and owns the runtime socket; workers drop
+    assert master["user"] == "root", haproxy
+    assert workers and {w["user"] for w in workers} == {"haproxy"}, haproxy
+
+
+@needs_root
+@needs_namespaces
+def test_every_directory_a_service_writes_belongs_to_its_user(host: Host, supervised: dict) -> None:
+    node = LAB_VARS["logplatform"]["logplatform_root"]
+    for name in ("sink", "shadow", "log"):
+        assert host.stat(f"{node}/{name}") == ("logplatform", "logplatform", 0o750), name
+    assert host.stat(f"{node}/etc/logplatform.toml") == ("root", "logplatform", 0o640)
+    # the runtime socket: the master's (root), 0600; the controller's tasks reach it with become
+    assert host.stat(f"{LAB_VARS['lb']['haproxy_root']}/admin.sock") == ("root", "root", 0o600)
+
+
+@needs_root
+@needs_namespaces
+def test_entries_reach_the_sinks_through_the_lb_and_status_reads_the_runtime_api(
+    host: Host, supervised: dict
+) -> None:
+    # the lb routes to the node once its health checks see it ready again (after the provision's restart)
+    post = (
+        "import json, sys, time, urllib.error, urllib.request\n"
+        "batch = json.dumps([{'ts': 1764000000, 'level': 'info', 'service': 't', 'message': 'm'}]).encode()\n"
+        "deadline = time.monotonic() + 60\n"
+        "for url, headers in ((sys.argv[1], {}), (sys.argv[2], {'X-Bluegreen-Shadow': '1'})):\n"
+        "    headers['Content-Type'] = 'application/json'\n"
+        "    while True:\n"
+        "        try:\n"
+        "            req = urllib.request.Request(url, data=batch, headers=headers)\n"
+        "            if urllib.request.urlopen(req, timeout=10).status == 200:\n"
+        "                break\n"
+        "        except urllib.error.HTTPError as err:\n"
+        "            if err.code != 503 or time.monotonic() > deadline:\n"
+        "                raise\n"
+        "        time.sleep(0.2)\n"
+    )
+    sent = host.run(
+        str(VENV_BIN / "python"),
+        "-c",
+        post,
+        "http://127.0.0.1:8080/v1/logs",
+        f"http://127.0.0.1:{LAB_VARS['logplatform']['logplatform_listen_port']}/v1/logs",
+    )
+    assert sent.returncode == 0, sent.stderr
+    for name in ("sink", "shadow"):
+        where = f"{LAB_VARS['logplatform']['logplatform_root']}/{name}"
+        listing = host.run("find", where, "-name", "*.ndjson", "-user", "logplatform")
+        assert listing.stdout.strip(), (name, listing.stderr)
+    status = host.playbook("playbooks/status.yml")
+    assert status.returncode == 0, status.failure_text() or status.tail(4000)
+    (shown,) = status.of_type("status")
+    assert shown["status"]["live"] == "blue", shown
+
+
+@needs_root
+@needs_namespaces
+def test_teardown_stops_every_service(host: Host, supervised: dict) -> None:
+    teardown = host.playbook("playbooks/teardown.yml")
+    assert teardown.returncode == 0, teardown.failure_text() or teardown.tail(4000)
+    left = [p for p in host.processes() if p["program"]]
+    assert not left, left
