@@ -543,3 +543,19 @@ def test_teardown_stops_every_service(host: Host, supervised: dict) -> None:
     assert teardown.returncode == 0, teardown.failure_text() or teardown.tail(4000)
     left = [p for p in host.processes() if p["program"]]
     assert not left, left
+
+
+@needs_root
+@needs_namespaces
+def test_teardown_after_a_site_run_that_ended_before_the_programs(host: Host, supervised: dict) -> None:
+    """A site.yml that failed after starting supervisord (here: the release's interpreter is missing)
+    leaves supervisord with no logplatform or haproxy program; teardown.yml still stops everything."""
+    purge = host.playbook("playbooks/teardown.yml", "-e", "bluegreen_purge=true")
+    assert purge.returncode == 0, purge.failure_text() or purge.tail(4000)
+    failed = host.playbook("playbooks/site.yml", "-e", "logplatform_python=/nonexistent/python3")
+    assert failed.returncode != 0, failed.tail(4000)
+    assert "/nonexistent/python3" in (failed.failure_text() or ""), failed.tail(4000)
+    assert [p["program"] for p in host.processes() if p["program"]] == ["supervisord"]
+    teardown = host.playbook("playbooks/teardown.yml")
+    assert teardown.returncode == 0, teardown.failure_text() or teardown.tail(4000)
+    assert not [p for p in host.processes() if p["program"]]
