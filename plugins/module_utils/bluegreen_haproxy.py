@@ -82,3 +82,38 @@ class HAProxyRuntime:
         answer = self.execute("show", "stat")
         text = answer.removeprefix("# ")
         return list(csv.DictReader(io.StringIO(text)))
+
+    def _expect(self, answer: str, ok: tuple[str, ...], command: str) -> str:
+        if answer not in ok:
+            raise HAProxyRuntimeError(f"HAProxy refused {command!r}: {answer or 'no answer'}")
+        return answer
+
+    def add_server(self, backend: str, name: str, address: str, options: list[str]) -> None:
+        """A dynamic server (HAProxy >= 2.4), created in maintenance: it takes no traffic and runs no
+        check until `enable_health` / `set_server_state` say so. `options` are server keywords."""
+        words = ["add", "server", f"{backend}/{name}", address, *options]
+        self._expect(self.execute(*words), ("New server registered.",), " ".join(words))
+
+    def enable_health(self, backend: str, name: str) -> None:
+        """Start a server's health checks (a dynamic server's are off until this)."""
+        answer = self.execute("enable", "health", f"{backend}/{name}")
+        self._expect(answer, ("",), f"enable health {backend}/{name}")
+
+    def set_server_state(self, backend: str, name: str, state: str) -> None:
+        """ready (takes traffic), drain (no new traffic, checks run) or maint (no traffic, no checks)."""
+        command = f"set server {backend}/{name} state {state}"
+        self._expect(self.execute("set", "server", f"{backend}/{name}", "state", state), ("",), command)
+
+    def del_server(self, backend: str, name: str) -> str:
+        """Remove a server in maintenance; HAProxy's answer ("Server deleted." or why it refused)."""
+        return self.execute("del", "server", f"{backend}/{name}")
+
+    def servers_state(self) -> list[dict[str, str]]:
+        """`show servers state` as one dict per server (be_name, srv_name, srv_addr, srv_port, ...)."""
+        lines = self.show_servers_state().splitlines()
+        header = next((line[2:].split() for line in lines if line.startswith("# ")), [])
+        return [
+            dict(zip(header, line.split(), strict=False))
+            for line in lines[1:]
+            if line and not line.startswith("#")
+        ]

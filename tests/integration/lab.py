@@ -202,3 +202,36 @@ def status_text(run: PlaybookRun) -> str:
     shown = run.of_type("status")
     assert shown, f"status.yml wrote no status event:\n{run.tail()}"
     return "\n".join(line for event in shown for line in event["lines"])
+
+
+def haproxy_processes() -> dict:
+    """HAProxy's master pid, its reload counter and its workers' pids, from the master CLI (`show proc`)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(HAPROXY_DIR / "master.sock"))
+        sock.sendall(b"show proc\n")
+        sock.shutdown(socket.SHUT_WR)  # the master CLI answers once the command is complete
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    master, workers = None, []
+    for line in data.decode().splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[1] == "master":
+            master = {"pid": int(fields[0]), "reloads": int(fields[2])}
+        elif len(fields) >= 3 and fields[1] == "worker":
+            workers.append(int(fields[0]))
+    assert master, f"no master in HAProxy's show proc: {data.decode()!r}"
+    return {**master, "workers": sorted(workers)}
+
+
+def server_rows(color: str) -> dict[str, dict[str, str]]:
+    """The servers of a color's backend as HAProxy's `show stat` lists them now (name -> row)."""
+    lines = runtime("show stat").removeprefix("# ").splitlines()
+    header = lines[0].split(",")
+    rows = {}
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(","), strict=False))
+        if row.get("pxname") == f"bg_{color}" and row["svname"] not in ("FRONTEND", "BACKEND"):
+            rows[row["svname"]] = row
+    return rows

@@ -47,10 +47,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path == "/version":
             self._answer(200, json.dumps({"version": node.version}).encode(), "application/json")
         else:
+            node.requests += 1
             self._answer(node.status, node.color.encode())
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.node.requests += 1
         self._answer(self.server.node.status, self.server.node.color.encode())
 
 
@@ -62,6 +64,7 @@ class Node:
         self.version = version
         self.ready = True
         self.status = 200
+        self.requests = 0  # requests served, health checks and /version left out
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.node = self
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
