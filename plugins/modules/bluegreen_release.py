@@ -52,6 +52,14 @@ options:
   python:
     description: The node's interpreter for the release. Default, the one the manifest records.
     type: str
+  run_as:
+    description:
+      - The user the release will run as (the node's service user). Before unpacking, the interpreter
+        is checked to be reachable and executable by that user (every directory on its path, and on the
+        path it links to); one that is not (the builder's pyenv under C(/root), 0700) is refused naming
+        the user, the interpreter and what blocks it. Default, no check (the release runs as the
+        process manager's user).
+    type: str
   link:
     description: A symlink to point at I(dest) (the node's C(current)), or at its virtualenv (I(link_to)).
     type: path
@@ -108,9 +116,12 @@ dest:
   type: str
 """
 
+import grp
 import json
 import os
+import pwd
 import shutil
+import stat
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.bluegreen_files import DIR_OPTIONS, fsync_dir, make_dirs
@@ -175,6 +186,68 @@ def node_python(module: AnsibleModule, wanted: str, built: dict, node: str) -> d
             python=found,
         )
     return found
+
+
+def blocked_for(user: str, path: str) -> str | None:
+    """What keeps `user` from running the interpreter `path`: a directory on its path (or on the path of
+    what it links to) that the user may not enter, or the file it may not execute; None when nothing."""
+    account = pwd.getpwnam(user)
+    if account.pw_uid == 0:
+        return None
+    groups = {account.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+
+    def allowed(info: os.stat_result, bits: tuple[int, int, int]) -> bool:
+        if info.st_uid == account.pw_uid:
+            return bool(info.st_mode & bits[0])
+        if info.st_gid in groups:
+            return bool(info.st_mode & bits[1])
+        return bool(info.st_mode & bits[2])
+
+    search = (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
+    for each in dict.fromkeys([os.path.abspath(path), os.path.realpath(path)]):
+        parent = os.path.dirname(each)
+        while True:
+            info = os.stat(parent)
+            if not allowed(info, search):
+                return f"{parent} is {stat.S_IMODE(info.st_mode):04o}, owned by {owner_name(info)}"
+            if parent == "/":
+                break
+            parent = os.path.dirname(parent)
+    target = os.path.realpath(path)
+    info = os.stat(target)
+    if not allowed(info, search):
+        return f"{target} is {stat.S_IMODE(info.st_mode):04o}, owned by {owner_name(info)}"
+    return None
+
+
+def owner_name(info: os.stat_result) -> str:
+    try:
+        user = pwd.getpwuid(info.st_uid).pw_name
+    except KeyError:
+        user = str(info.st_uid)
+    try:
+        group = grp.getgrgid(info.st_gid).gr_name
+    except KeyError:
+        group = str(info.st_gid)
+    return f"{user}:{group}"
+
+
+def check_run_as(module: AnsibleModule, user: str, python: dict, node: str) -> None:
+    """The service user can run the node's interpreter, or the module fails saying why."""
+    manifest = module.params["manifest"]
+    try:
+        blocked = blocked_for(user, python["executable"])
+    except KeyError:
+        module.fail_json(msg=f"node {node}: the service user {user} does not exist (create it first)")
+    if blocked:
+        module.fail_json(
+            msg=(
+                f"node {node}: the service user {user} cannot run the interpreter {python['executable']} "
+                f"for {artifact_name(manifest)}: {blocked}; set {python_variable(manifest)} to an "
+                f"interpreter it can reach (the host's own, e.g. /usr/bin/python3)"
+            ),
+            python=python,
+        )
 
 
 def point_venv_at(venv: str, python: dict) -> None:
@@ -247,6 +320,7 @@ def main() -> None:
             "manifest": {"type": "dict", "required": True},
             "archive": {"type": "path"},
             "python": {"type": "str"},
+            "run_as": {"type": "str"},
             "link": {"type": "path"},
             "link_to": {"type": "str", "choices": ["dest", "venv"], "default": "dest"},
             "node": {"type": "str"},
@@ -295,6 +369,8 @@ def main() -> None:
         else:
             wanted = p["python"] or manifest["python"]["executable"]
             python = node_python(module, wanted, manifest["python"], node)
+            if p["run_as"]:
+                check_run_as(module, p["run_as"], python, node)
             result.update(changed=True, installed=True, python=python)
             install(module, dest, marker, python)
     if p["archive"] and not p["keep_archive"] and os.path.exists(p["archive"]) and not module.check_mode:

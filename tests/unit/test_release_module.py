@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -229,3 +230,34 @@ def test_a_directory_where_the_link_goes_is_refused_naming_it(node):
     assert failed
     assert f"{root / 'venv'} exists and is not a symlink" in result["msg"]
     assert (root / "venv" / "bin").is_dir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a directory only root may enter needs root to test")
+def test_an_interpreter_the_service_user_cannot_reach_is_refused_naming_what_blocks_it(node, tmp_path):
+    """The node runs the release as its service user (run_as): an interpreter behind a directory that user
+    may not enter (the builder's pyenv under /root, 0700) would only show as a node that exits at start."""
+    root, manifest, install = node
+    # the interpreter itself (not a link to it: the venv runs what a link resolves to) in a 0700 directory
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    interpreter = private / "python3"
+    try:
+        os.link(manifest["python"]["executable"], interpreter)
+    except OSError:  # another filesystem
+        shutil.copy2(manifest["python"]["executable"], interpreter)
+    failed, result = install(python=str(interpreter), run_as="nobody")
+    assert failed
+    assert "node blue-1: the service user nobody cannot run the interpreter" in result["msg"], result["msg"]
+    assert f"{private} is 0700, owned by root:root" in result["msg"], result["msg"]
+    assert "logplatform_python" in result["msg"]
+    assert not (root / "releases" / "1.2.0").exists()
+    # the user the role runs nothing as (none: the process manager's user) is not checked
+    failed, result = install(python=str(private / "python3"))
+    assert not failed, result
+
+
+def test_an_unknown_service_user_is_refused(node):
+    _, _, install = node
+    failed, result = install(run_as="no-such-user-here")
+    assert failed
+    assert "node blue-1: the service user no-such-user-here does not exist" in result["msg"], result["msg"]
