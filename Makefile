@@ -7,7 +7,7 @@ INVENTORY ?= inventories/local
 PLAYBOOK := $(BIN)/ansible-playbook -i $(INVENTORY)
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-runtime lint test unit integration demo release lab teardown status ui bench clean lab-up lab-down
+.PHONY: help setup setup-runtime lint test unit integration demo release lab teardown status ui bench bench-scale clean lab-up lab-down
 
 help:
 	@echo "make demo      set up, build releases, run a blue/green upgrade under live load, print the result"
@@ -20,6 +20,8 @@ help:
 	@echo "make status    live color, versions, node health, lock, recent history"
 	@echo "make ui        the dashboard on http://127.0.0.1:8090 (webui/README.md: add a user first)"
 	@echo "make bench     controller (fresh site, deploy, switch, rollback), ingest, switch (atomic vs reload vs restart), deploy and shadow-traffic (shared cores, idle hosts) benchmarks: bench/results/"
+	@echo "make bench-scale   deploy wall time per stage on the SSH lab with N=1,2,4,8,16 nodes a color (root;"
+	@echo "               its own network namespace; SCALE_N=1,2 for fewer): bench/results/scale.json, scale.png"
 	@echo "make clean     stop the lab and remove .lab/ and build output"
 
 setup:
@@ -77,6 +79,17 @@ bench: setup lab
 	$(BIN)/python bench/deploy.py
 	$(BIN)/python bench/shadow.py
 	$(BIN)/python bench/shadow.py --idle-hosts --out bench/results/shadow-idle-hosts.json
+
+# the SSH lab's scaling (bench/scale.py): the releases it deploys are built first, here (pip needs the
+# network), then the bench runs in a network namespace of its own (the lab's bridge and addresses are fixed)
+SCALE_N ?= 1,2,4,8,16
+SUPERVISOR_VERSION := $(shell sed -n 's/^supervisor_version: "\(.*\)"/\1/p' roles/supervisor/defaults/main.yml)
+LAB_INITIAL_VERSION := $(shell sed -n 's/^bluegreen_initial_version: "\(.*\)"/\1/p' inventories/lab/group_vars/all.yml)
+bench-scale: setup
+	$(BIN)/bluegreen release $(LAB_INITIAL_VERSION)
+	$(BIN)/bluegreen release 1.1.0
+	$(BIN)/bluegreen release --package supervisor $(SUPERVISOR_VERSION)
+	unshare -n bash -c 'ip link set lo up; exec $(BIN)/python bench/scale.py --nodes $(SCALE_N)'
 
 demo: setup-runtime
 	$(BIN)/python -m bluegreen.demo
