@@ -151,10 +151,17 @@ def task_shares(lines: list[dict], end: float, top: int = 10) -> list[dict]:
 
 
 def playbook(
-    label: str, lab: list[sshlab.Host], inventory: Path, forks: int, work: Path, *args: str
+    label: str,
+    lab: list[sshlab.Host],
+    inventory: Path,
+    forks: int,
+    work: Path,
+    *args: str,
+    may_fail: bool = False,
 ) -> dict[str, Any]:
     """One ansible-playbook run: wall and controller CPU time, load average, stages (from the events),
-    the largest tasks. Raises BenchError when it fails."""
+    the largest tasks. When it fails: BenchError, or with `may_fail` the result says `failed` and why
+    (the run's failure event)."""
     events, tasks = work / f"{label}.events.ndjson", work / f"{label}.tasks.ndjson"
     env = os.environ | {
         "BLUEGREEN_EVENTS_FILE": str(events),
@@ -169,18 +176,28 @@ def playbook(
     with (work / f"{label}.log").open("w") as log:
         done = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
     ended = time.time()
+    lines = read_lines(events)
     if done.returncode != 0:
+        failures = [
+            event.get("message") or event.get("observed") for event in lines if event["type"] == "failure"
+        ]
+        if may_fail and failures:
+            print(f"   {label} FAILED: {str(failures[0])[:300]}", file=sys.stderr, flush=True)
+            return {"failed": True, "failure": str(failures[0])[:2000], "wall_s": round(ended - started, 3)}
         tail = (work / f"{label}.log").read_text(errors="replace")[-3000:]
         raise BenchError(f"{label} failed (exit {done.returncode}), log {work / f'{label}.log'}:\n{tail}")
     stage_s: dict[str, float] = {}
     first_start = last_end = None
-    for event in read_lines(events):
+    result: dict[str, Any] = {}
+    for event in lines:
+        if event["type"] == "run_start" and "to" in event:
+            result["to"] = event["to"]
         if event["type"] == "stage_start" and first_start is None:
             first_start = event["time"]
         if event["type"] == "stage_end":
             stage_s[event["stage"]] = round(stage_s.get(event["stage"], 0) + event["duration_s"], 3)
             last_end = event["time"]
-    result: dict[str, Any] = {
+    result |= {
         "command": " ".join(["ansible-playbook", *command[2:]]),
         "wall_s": round(ended - started, 3),
         "controller_cpu_s": round(children_cpu() - cpu_before, 2),
@@ -197,6 +214,8 @@ def playbook(
 
 def with_windows(result: dict[str, Any], watch: float, perf: float) -> dict[str, Any]:
     """A deploy's fixed windows apart from the rest, and each of those two stages beyond its window."""
+    if result.get("failed"):
+        return result
     stages = result["stage_s"]
     missing = [stage for stage in STAGES if stage not in stages]
     if missing:
@@ -208,11 +227,13 @@ def with_windows(result: dict[str, Any], watch: float, perf: float) -> dict[str,
     return result
 
 
-def one_size(nodes: int, lbs: int, *, version: str, work: Path, watch: float, perf: float) -> dict[str, Any]:
+def one_size(
+    nodes: int, lbs: int, *, version: str, work: Path, watch: float, perf: float, forks: int | None
+) -> dict[str, Any]:
     lab = sshlab.Lab(LAB_ROOT)
     inventory = LAB_ROOT / "inventory" / "hosts.yml"
     hosts = lbs + 2 * nodes
-    forks = max(10, hosts)
+    forks = forks or max(10, hosts)
     run: dict[str, Any] = {"nodes": nodes, "lbs": lbs, "hosts": hosts, "forks": forks}
     run["memory_mib_before"] = meminfo()
     lab.down()  # what an interrupted run left
@@ -223,16 +244,23 @@ def one_size(nodes: int, lbs: int, *, version: str, work: Path, watch: float, pe
         run["site"] = playbook(f"n{nodes}-site", hosts_up, inventory, forks, work, "playbooks/site.yml")
         run["memory_mib_after_site"] = meminfo()
         extra = ("-e", f"bluegreen_version={version}")
+        # a deploy that fails (a gate refused) is recorded as such; traffic stays where it was
         run["deploys"] = [
             with_windows(
                 playbook(
-                    f"n{nodes}-deploy-{i}", hosts_up, inventory, forks, work, "playbooks/deploy.yml", *extra
-                )
-                | {"to": to},
+                    f"n{nodes}-deploy-{i}",
+                    hosts_up,
+                    inventory,
+                    forks,
+                    work,
+                    "playbooks/deploy.yml",
+                    *extra,
+                    may_fail=True,
+                ),
                 watch,
                 perf,
             )
-            for i, to in ((1, "green"), (2, "blue"))
+            for i in (1, 2)
         ]
         run["memory_mib_after_deploys"] = meminfo()
     finally:
@@ -241,15 +269,21 @@ def one_size(nodes: int, lbs: int, *, version: str, work: Path, watch: float, pe
 
 
 def ratio(runs: list[dict], big: int, small: int, pick) -> float | None:
-    by = {run["nodes"]: run for run in runs}
+    by = {run["nodes"]: run for run in measured(runs)}
     if big not in by or small not in by:
         return None
     return round(pick(by[big]) / pick(by[small]), 3)
 
 
 def best(run: dict) -> dict:
-    """The faster of the size's deploys (the same work: the other machine load only adds time)."""
-    return min(run["deploys"], key=lambda deploy: deploy["wall_s"])
+    """The faster of the size's deploys that passed (the same work: other load on the machine only adds
+    time)."""
+    return min((d for d in run["deploys"] if not d.get("failed")), key=lambda deploy: deploy["wall_s"])
+
+
+def measured(runs: list[dict]) -> list[dict]:
+    """The sizes with at least one deploy that passed."""
+    return [run for run in runs if any(not d.get("failed") for d in run["deploys"])]
 
 
 def cpu(result: dict) -> float:
@@ -263,6 +297,11 @@ def print_table(runs: list[dict]) -> None:
     )
     print(head)
     for run in runs:
+        failed = sum(1 for d in run["deploys"] if d.get("failed"))
+        if failed:
+            print(f"{run['nodes']:>3} {run['hosts']:>5}  {failed} of {len(run['deploys'])} deploys FAILED")
+        if failed == len(run["deploys"]):
+            continue
         deploy = best(run)
         stages = ", ".join(f"{k} {v:.1f}" for k, v in deploy["stage_s"].items())
         print(
@@ -279,6 +318,9 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
+    runs = sorted(measured(runs), key=lambda run: run["nodes"])
+    if not runs:
+        return
     fig, (stages, wall, used) = plt.subplots(1, 3, figsize=(16, 5))
     labels = [str(run["nodes"]) for run in runs]
     bottom = [0.0] * len(runs)
@@ -298,8 +340,11 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
     stages.set_ylabel("seconds")
     stages.legend(fontsize=8)
     wall.plot(labels, [run["site"]["wall_s"] for run in runs], marker="o", label="site.yml")
-    for i in range(len(runs[0]["deploys"])):
-        wall.plot(labels, [run["deploys"][i]["wall_s"] for run in runs], marker="x", label=f"deploy {i + 1}")
+    passed = [(str(run["nodes"]), d["wall_s"]) for run in runs for d in run["deploys"] if not d.get("failed")]
+    wall.scatter(
+        [x for x, _ in passed], [y for _, y in passed], marker="x", color="gray", label="each deploy"
+    )
+    wall.plot(labels, [best(run)["wall_s"] for run in runs], marker="o", label="faster deploy")
     wall.plot(labels, [best(run)["rest_s"] for run in runs], marker="o", label="faster deploy - windows")
     wall.set_title("wall time (s)")
     wall.legend(fontsize=8)
@@ -344,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", default=DEFAULT_NODES, help="nodes per color, comma-separated")
     parser.add_argument("--lbs", type=int, default=1, help="load balancers")
     parser.add_argument("--version", default="1.1.0", help="the release to deploy (site.yml runs the lab's)")
+    parser.add_argument(
+        "--forks", type=int, help="ansible-playbook --forks (default: max(10, hosts), a worker per host)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     args = parser.parse_args(argv)
     try:
@@ -364,8 +412,12 @@ def main(argv: list[str] | None = None) -> int:
         check_can_run([initial, args.version])
         work.mkdir(parents=True, exist_ok=True)
         for nodes in sizes:
-            runs.append(one_size(nodes, args.lbs, version=args.version, work=work, watch=watch, perf=perf))
-            print_table(runs)
+            runs.append(
+                one_size(
+                    nodes, args.lbs, version=args.version, work=work, watch=watch, perf=perf, forks=args.forks
+                )
+            )
+            print_table(sorted(runs, key=lambda run: run["nodes"]))
             report(args, runs, initial=initial, watch=watch, perf=perf, work=work)
     except BenchError as error:
         print(f"bench/scale.py: {error}", file=sys.stderr)
