@@ -198,7 +198,7 @@ def playbook(
             stage_s[event["stage"]] = round(stage_s.get(event["stage"], 0) + event["duration_s"], 3)
             last_end = event["time"]
     result |= {
-        "command": " ".join(["ansible-playbook", *command[2:]]),
+        "command": " ".join(["ansible-playbook", *command[1:]]),
         "wall_s": round(ended - started, 3),
         "controller_cpu_s": round(children_cpu() - cpu_before, 2),
         "hosts_cpu_s": round(hosts_cpu(lab) - lab_before, 2),
