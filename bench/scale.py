@@ -322,7 +322,7 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
     if not runs:
         return
     fig, (stages, wall, used) = plt.subplots(1, 3, figsize=(16, 5))
-    labels = [str(run["nodes"]) for run in runs]
+    labels = [run["nodes"] for run in runs]  # a linear axis: linear growth reads as a straight line
     bottom = [0.0] * len(runs)
     for part in ("start-up", *STAGES, "tail"):
         values = []
@@ -334,13 +334,13 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
                 values.append(deploy["after_last_stage_s"])
             else:
                 values.append(deploy["stage_s"][part])
-        stages.bar(labels, values, bottom=bottom, label=part)
+        stages.bar(labels, values, bottom=bottom, label=part, width=0.6)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     stages.set_title("deploy per stage (the faster of two)")
     stages.set_ylabel("seconds")
     stages.legend(fontsize=8)
     wall.plot(labels, [run["site"]["wall_s"] for run in runs], marker="o", label="site.yml")
-    passed = [(str(run["nodes"]), d["wall_s"]) for run in runs for d in run["deploys"] if not d.get("failed")]
+    passed = [(run["nodes"], d["wall_s"]) for run in runs for d in run["deploys"] if not d.get("failed")]
     wall.scatter(
         [x for x, _ in passed], [y for _, y in passed], marker="x", color="gray", label="each deploy"
     )
@@ -355,6 +355,7 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
     used.legend(fontsize=8)
     for ax in (stages, wall, used):
         ax.set_xlabel("nodes per color (hosts = 2 N + lbs)")
+        ax.set_xticks(labels)
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
