@@ -7,12 +7,13 @@ INVENTORY ?= inventories/local
 PLAYBOOK := $(BIN)/ansible-playbook -i $(INVENTORY)
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-runtime lint test unit integration demo release lab teardown status ui bench bench-scale clean lab-up lab-down
+.PHONY: help setup setup-runtime lint test unit integration molecule demo release lab teardown status ui bench bench-scale clean lab-up lab-down
 
 help:
 	@echo "make demo      set up, build releases, run a blue/green upgrade under live load, print the result"
 	@echo "make test      set up and run every test (lint, unit, integration)"
 	@echo "make lint      ansible-lint (production profile) and ruff"
+	@echo "make molecule  molecule test of each infrastructure role (haproxy, logplatform, supervisor) on SSH lab hosts (root)"
 	@echo "make release VERSION=x.y.z   build logplatform x.y.z into .lab/releases/"
 	@echo "make lab       bring up the one-machine lab (blue live);  make teardown  stops it"
 	@echo "make lab-up N=2 LB=2   the SSH lab: LB load balancers, N blue and N green hosts over SSH (root)"
@@ -33,7 +34,7 @@ setup-runtime:
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/ansible-lint --offline --profile production playbooks roles
+	$(BIN)/ansible-lint --offline --profile production playbooks roles molecule
 
 # pytest-xdist: as root every worker runs lab tests on a lab of its own (tests/lab_namespace.py), else
 # the lab's tests (fixed ports) in one worker, the others beside them (tests/conftest.py, LabScheduling)
@@ -45,6 +46,14 @@ unit: setup
 
 integration: setup
 	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+# molecule: a scenario per infrastructure role (molecule/<role>/, .config/molecule/config.yml), one after another,
+# each on an SSH lab of its own (root). What converge needs on the controller is built first, with the network
+# (tests/integration/lab.py); the scenarios run in a network namespace of their own, where the lab's bridge and
+# addresses exist only for them. `make test` runs the same scenarios (tests/integration/test_molecule.py).
+molecule: setup
+	$(BIN)/python -c 'from tests.integration.lab import fill_controller_caches; fill_controller_caches()'
+	unshare -n bash -c 'ip link set lo up && PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/molecule test --all'
 
 release: setup-runtime
 	@test -n "$(VERSION)" || { echo "usage: make release VERSION=x.y.z" >&2; exit 2; }

@@ -42,6 +42,9 @@ LAB_MODULES_FIRST = (
     "test_webui_browser.py",
 )
 LAB_MODULES_LAST = ("test_validation.py",)
+# Lab test modules whose tests share no lab (each brings one up and down itself): with private labs each of
+# their tests is a scope of its own, so that the workers share them out.
+LAB_MODULES_APART = ("test_molecule.py",)
 
 
 def _lab_rank(scope: str) -> int:
@@ -56,8 +59,9 @@ def _lab_rank(scope: str) -> int:
 class LabScheduling(LoadScopeScheduling):
     """The lab's tests go first (in `_lab_rank`'s order), to whichever worker is free, grouped so that a
     module's fixtures are built once: with private labs (tests/lab_namespace.py) one scope per module of
-    tests/integration/, else one scope for all of them (one worker: the checkout's one lab). Every other
-    test is a scope of its own, run by whichever worker is free, after the lab's."""
+    tests/integration/ (per test for LAB_MODULES_APART), else one scope for all of them (one worker: the
+    checkout's one lab). Every other test is a scope of its own, run by whichever worker is free, after
+    the lab's."""
 
     def __init__(self, config: pytest.Config, log: object, private_labs: bool) -> None:
         super().__init__(config, log)
@@ -66,7 +70,10 @@ class LabScheduling(LoadScopeScheduling):
     def _split_scope(self, nodeid: str) -> str:
         if not nodeid.startswith(LAB_TESTS):
             return nodeid
-        return nodeid.split("::", 1)[0] if self.private_labs else "lab"
+        if not self.private_labs:
+            return "lab"
+        module = nodeid.split("::", 1)[0]
+        return nodeid if module.rsplit("/", 1)[-1] in LAB_MODULES_APART else module
 
     def _assign_work_unit(self, node: object) -> None:
         lab = [scope for scope in self.workqueue if scope == "lab" or scope.startswith(LAB_TESTS)]

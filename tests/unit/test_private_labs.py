@@ -111,8 +111,8 @@ COLLECTION = [
 ]
 
 
-def run_schedule(private_labs: bool) -> dict[str, list[str]]:
-    """Every test of COLLECTION through LabScheduling on two workers that take turns finishing a test."""
+def run_schedule(private_labs: bool, collection: list[str] = COLLECTION) -> dict[str, list[str]]:
+    """Every test of `collection` through LabScheduling on two workers that take turns finishing a test."""
     config = SimpleNamespace(
         getvalue=lambda name: ["2*popen"] if name == "tx" else None,
         option=SimpleNamespace(loadscopereorder=False),
@@ -122,7 +122,7 @@ def run_schedule(private_labs: bool) -> dict[str, list[str]]:
     for worker in workers:
         scheduler.add_node(worker)
     for worker in workers:
-        scheduler.add_node_collection(worker, COLLECTION)
+        scheduler.add_node_collection(worker, collection)
     scheduler.schedule()
     done = {worker.gateway.id: 0 for worker in workers}
     while any(done[w.gateway.id] < len(w.sent) for w in workers):
@@ -131,7 +131,7 @@ def run_schedule(private_labs: bool) -> dict[str, list[str]]:
                 scheduler.mark_test_complete(worker, worker.sent[done[worker.gateway.id]])
                 done[worker.gateway.id] += 1
     assert scheduler.tests_finished
-    return {w.gateway.id: [COLLECTION[i] for i in w.sent] for w in workers}
+    return {w.gateway.id: [collection[i] for i in w.sent] for w in workers}
 
 
 def modules(nodeids: list[str]) -> list[str]:
@@ -160,3 +160,16 @@ def test_without_private_labs_every_lab_test_runs_on_one_worker_in_file_order():
     lab = {w: [n for n in nodeids if n.startswith("tests/integration/")] for w, nodeids in ran.items()}
     (worker,) = [w for w, nodeids in lab.items() if nodeids]
     assert lab[worker] == [n for n in COLLECTION if n.startswith("tests/integration/")]
+
+
+def test_with_private_labs_the_tests_of_a_module_apart_are_shared_out():
+    """test_molecule.py's scenarios each bring their own lab up and down: no module fixture to share, so
+    the workers share them out instead of one worker running them all, one after another."""
+    scenarios = [
+        f"tests/integration/test_molecule.py::test_scenario[{role}]" for role in ("a", "b", "c", "d")
+    ]
+    collection = [*scenarios, "tests/integration/test_deploy.py::test_0", "tests/unit/test_x.py::test_0"]
+    ran = run_schedule(private_labs=True, collection=collection)
+    assert sorted(n for nodeids in ran.values() for n in nodeids) == sorted(collection)  # each test once
+    on = {w: [n for n in nodeids if n in scenarios] for w, nodeids in ran.items()}
+    assert all(on.values()), on
