@@ -82,26 +82,31 @@ def test_the_runtime_api_answers_on_a_socket_only_its_owner_may_use(host: Any, r
     assert host.run("%s -c -f %s", role_vars("haproxy_binary"), config.path).rc == 0
 
 
-def test_every_node_of_both_colors_is_up_in_its_backend(host: Any, role_vars: Any) -> None:
+def every_node_up(host: Any, role_vars: Any) -> dict[tuple[str, str], dict[str, str]]:
+    """The backends' servers once every node of both colors is in its color's backend and UP (health
+    checks need rise x interval after a start), failing after UP_WITHIN_SECONDS."""
     expected = {
         (f"bg_{color}", node)
         for color, group in role_vars("haproxy_color_groups").items()
         for node in role_vars(f"groups['{group}']")
     }
-    deadline = time.monotonic() + UP_WITHIN_SECONDS  # health checks: rise x interval after a start
+    deadline = time.monotonic() + UP_WITHIN_SECONDS
     while True:
         found = servers(host, role_vars)
         if set(found) == expected and all(row["status"] == "UP" for row in found.values()):
-            break
+            return found
         assert time.monotonic() < deadline, f"not every node UP within {UP_WITHIN_SECONDS} s: {found}"
         time.sleep(1)
-    for (_, node), row in found.items():
+
+
+def test_every_node_of_both_colors_is_up_in_its_backend(host: Any, role_vars: Any) -> None:
+    for (_, node), row in every_node_up(host, role_vars).items():
         port = role_vars(f"hostvars['{node}'].logplatform_listen_port")
         assert row["addr"] == f"{role_vars(f'hostvars[{node!r}].logplatform_advertise_host')}:{port}"
 
 
 def test_live_traffic_goes_to_the_live_color_and_preview_to_the_other(host: Any, role_vars: Any) -> None:
-    test_every_node_of_both_colors_is_up_in_its_backend(host, role_vars)
+    every_node_up(host, role_vars)
     live_color = role_vars("haproxy_initial_live_color")
     idle_color = {"blue": "green", "green": "blue"}[live_color]
     live = f"http://{role_vars('haproxy_local_address')}:{role_vars('haproxy_live_port')}/health/ready"
