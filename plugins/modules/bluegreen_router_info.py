@@ -17,6 +17,13 @@ options:
     type: list
     elements: str
     default: []
+  members:
+    description:
+      - Per color, the node names the inventory gives it. Fails naming the nodes HAProxy's backend of
+        that color lacks and the servers it holds beyond them (a server in maintenance excepted, such
+        as one HAProxy would not delete, which takes no traffic until a reload drops it).
+      - C(site.yml) is what makes them agree (module C(bluegreen_backend_servers), without a reload).
+    type: dict
 extends_documentation_fragment:
   - bluegreen_haproxy
   - bluegreen_haproxy.live_map
@@ -24,6 +31,14 @@ author: bluegreen
 """
 
 EXAMPLES = r"""
+- name: Check HAProxy's backends hold the inventory's nodes, and no others
+  bluegreen_router_info:
+    socket: /var/lib/bluegreen/haproxy/admin.sock
+    map: /var/lib/bluegreen/haproxy/live.map
+    members:
+      blue: "{{ groups['blue'] }}"
+      green: "{{ groups['green'] }}"
+
 - name: Check the live color is healthy
   bluegreen_router_info:
     socket: /var/lib/bluegreen/haproxy/admin.sock
@@ -64,6 +79,7 @@ def main() -> None:
             "socket": {"type": "path", "required": True},
             "map": {"type": "path", "required": True},
             "require_healthy": {"type": "list", "elements": "str", "default": []},
+            "members": {"type": "dict"},
         },
         supports_check_mode=True,
     )
@@ -97,7 +113,36 @@ def main() -> None:
                 msg=f"health check on {where}: {color} is not healthy in HAProxy: {observed}",
                 **result,
             )
+    differences = membership_differences(colors, module.params["members"] or {})
+    if isinstance(differences, str):
+        module.fail_json(msg=differences, **result)
+    if differences:
+        module.fail_json(
+            msg=f"membership check on {where}: HAProxy's backends differ from the inventory: "
+            f"{'; '.join(differences)}; run playbooks/site.yml to add or remove them (no reload)",
+            **result,
+        )
     module.exit_json(**result)
+
+
+def membership_differences(colors: dict, members: dict) -> list[str] | str:
+    """What differs between each color's backend and the inventory's nodes of it (a str: bad input)."""
+    differences = []
+    for color, names in sorted(members.items()):
+        if color not in COLORS:
+            return f"members: unknown color {color!r} (expected {', '.join(COLORS)})"
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            return f"members: {color} must be a list of node names, got {names!r}"
+        held = colors[color]["servers"]
+        missing = [name for name in names if name not in held]
+        # a server in maintenance takes no traffic (one HAProxy would not delete is kept so until a reload)
+        active = [name for name, server in held.items() if server["status"] != "MAINT"]
+        extra = sorted(name for name in active if name not in names)
+        if missing:
+            differences.append(f"{color} nodes not in HAProxy: {', '.join(missing)}")
+        if extra:
+            differences.append(f"{color} servers not in the inventory: {', '.join(extra)}")
+    return differences
 
 
 if __name__ == "__main__":

@@ -25,13 +25,18 @@ MORE_GREEN = {"green-3": 9203, "green-4": 9204}
 @pytest.fixture
 def more_green(lab, tmp_path):
     """An inventory that gives green two more nodes (read together with inventories/local); the extra
-    nodes are stopped at the end (once out of the inventory, nothing manages their processes)."""
+    nodes are stopped and their directories removed at the end (once out of the inventory, nothing
+    manages their processes)."""
     path = tmp_path / "more-green.yml"
     hosts = {name: {"logplatform_listen_port": port} for name, port in MORE_GREEN.items()}
     green = {"green": {"hosts": hosts}}
     path.write_text(yaml.safe_dump({"all": {"children": {"logplatform": {"children": green}}}}))
     yield path
-    run_playbook("teardown.yml", "-i", "inventories/local", "-i", str(path), "--limit", ",".join(MORE_GREEN))
+    run_playbook(
+        "teardown.yml",
+        *("-i", "inventories/local", "-i", str(path), "--limit", ",".join(MORE_GREEN)),
+        *("-e", "bluegreen_purge=true"),
+    )
 
 
 def configured_servers(color: str) -> list[str]:
@@ -99,3 +104,17 @@ def test_green_grows_to_four_nodes_and_shrinks_back_under_load_without_a_reload(
     if first_live != "green":
         run = run_playbook("switch.yml", "-e", f"bluegreen_color={first_live}")
         assert run.returncode == 0, run.tail()
+
+
+def test_a_deploy_refuses_nodes_haproxy_does_not_hold_and_names_them(more_green):
+    """An inventory grown without site.yml: the deploy would provision the new nodes and switch to a
+    color whose backend lacks them; it is refused in preflight, naming them and the fix."""
+    run = run_playbook(
+        "deploy.yml", "-i", "inventories/local", "-i", str(more_green), "-e", "bluegreen_version=1.0.0"
+    )
+    assert run.returncode != 0
+    assert run.failure["stage"] == "preflight", run.failure
+    assert "green-3" in run.failure["observed"] and "green-4" in run.failure["observed"]
+    assert "site.yml" in run.failure["observed"]
+    stages = [event["stage"] for event in run.of_type("stage_start")]
+    assert "provision" not in stages, stages  # nothing was installed on the new nodes

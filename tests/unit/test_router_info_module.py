@@ -101,3 +101,28 @@ def test_unreachable_haproxy_fails_naming_the_socket(tmp_path):
     assert failed
     assert "router check on lb " in result["msg"]
     assert "missing.sock" in result["msg"]
+
+
+def test_members_fail_naming_the_nodes_haproxy_lacks_and_the_servers_it_has_beyond_them(haproxy):
+    failed, result = info(haproxy, members={"blue": ["blue-1", "blue-2"], "green": ["green-1", "green-2"]})
+    assert not failed, result
+
+    grown = {"blue": ["blue-1", "blue-2"], "green": ["green-1", "green-2", "green-3"]}
+    failed, result = info(haproxy, members=grown)
+    assert failed
+    assert "green-3" in result["msg"] and "not in HAProxy" in result["msg"]
+    assert "site.yml" in result["msg"]
+
+    failed, result = info(haproxy, members={"blue": ["blue-1"], "green": ["green-1", "green-2"]})
+    assert failed
+    assert "blue-2" in result["msg"] and "not in the inventory" in result["msg"]
+
+    # a server kept in maintenance (HAProxy would not delete it) takes no traffic: not a difference
+    assert haproxy.command("set server bg_blue/blue-2 state maint").strip() == ""
+    failed, result = info(haproxy, members={"blue": ["blue-1"], "green": ["green-1", "green-2"]})
+    assert not failed, result
+
+
+def test_members_of_an_unknown_color_are_refused(haproxy):
+    failed, result = info(haproxy, members={"purple": ["x"]})
+    assert failed and "purple" in result["msg"]
