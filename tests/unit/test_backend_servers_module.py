@@ -248,3 +248,31 @@ def test_node_fixture_counts_requests():
     finally:
         node.stop()
     assert node.requests == 1
+
+
+def test_the_rendered_config_and_the_saved_state_bring_the_same_servers_back_after_a_restart(tmp_path):
+    """A node joined and one left at runtime; then the saved server state and the rendered config are what a
+    restart loads: the same servers, each with its own state (HAProxy numbers them anew, matched by name)."""
+    with running_nodes(blue=["1.0.0"], green=["1.0.0", "1.0.0", "1.0.0"]) as nodes:
+        green = [n.address for n in nodes["green"]]
+        addresses = {"blue": [nodes["blue"][0].address], "green": green[:2]}
+        with haproxy_fixture.running(tmp_path, nodes=addresses, load_state=True) as lb:
+            config = render(lb, {"green-2": green[1], "green-3": green[2]}, tmp_path / "rendered.cfg")
+            failed, result = apply(lb, config)
+            assert not failed, result
+            assert (result["added"], result["removed"]) == (["bg_green/green-3"], ["bg_green/green-1"])
+            assert lb.command("set server bg_green/green-2 state maint").strip() == ""  # a state to keep
+            failed, saved = run_module(
+                "bluegreen_server_state", {"socket": lb.socket, "path": str(tmp_path / "server-state")}
+            )
+            assert not failed, saved
+            (tmp_path / "haproxy.cfg").write_text(Path(config).read_text())
+            haproxy_fixture.restart(lb)
+            lb.wait_status({"bg_green/green-3": "UP", "bg_blue/blue-1": "UP"})
+            assert lb.server_status() == {
+                "bg_blue/blue-1": "UP",
+                "bg_green/green-2": "MAINT",
+                "bg_green/green-3": "UP",
+            }
+            failed, again = apply(lb, config)  # the restarted HAProxy holds what the config lists
+            assert not failed and again["changed"] is False
