@@ -47,8 +47,9 @@ def test_every_infrastructure_role_has_a_scenario() -> None:
 
 @pytest.fixture
 def scenario_lab(scenario: str) -> Iterator[Path]:
-    """The scenario's lab folder; at the end, whatever a failed or killed run left up is brought down."""
-    root = LAB / "molecule" / scenario
+    """The scenarios' lab folder (.config/molecule/config.yml); at the end, whatever a failed or killed
+    run left up is brought down."""
+    root = LAB / "mol"
     yield root
     sshlab.Lab(root).down()
 
@@ -61,7 +62,7 @@ def test_molecule_scenario(scenario: str, scenario_lab: Path, controller_ready: 
         "NO_COLOR": "1",
         # molecule's state, inventory and ansible.cfg in the worker's own .lab/ (not in ~/.ansible/tmp,
         # which every worker and a `make molecule` beside them would share)
-        "MOLECULE_EPHEMERAL_DIRECTORY": str(scenario_lab / "molecule"),
+        "MOLECULE_EPHEMERAL_DIRECTORY": str(LAB / "molecule" / scenario),
     }
     molecule = subprocess.Popen(
         [str(VENV_BIN / "molecule"), "test", "-s", scenario],
