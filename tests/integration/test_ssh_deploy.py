@@ -52,3 +52,45 @@ def test_deploy_then_rollback_over_ssh_behind_two_lbs_under_load_loses_nothing(s
         assert report["duplicates"] == 0
         assert set(report["by_color"]) == {"blue", "green"}, report["by_color"]
         assert set(report["by_node"]) == {"blue-1", "blue-2", "green-1", "green-2"}, report["by_node"]
+
+
+def test_every_other_playbook_runs_over_ssh_under_load_spread_over_both_lbs(ssh_site: SshLab, tmp_path):
+    """switch, validate (idle and live), status, retire and teardown over SSH, the load spread over both
+    lbs by one load generator; nothing failed or lost while the colors moved."""
+    lab = ssh_site
+    inventory = ("-i", str(lab.inventory))
+    live = live_colors(lab)["lb-1"]
+    idle = "green" if live == "blue" else "blue"
+    urls = [f"http://{lab.address(lb)}:8080/v1/logs" for lb in ("lb-1", "lb-2")]
+    load = Loadgen(tmp_path / "load", rate=80, urls=urls, sinks=SINKS)
+    try:
+        time.sleep(1)
+        for color in (idle, live):  # to the warm idle color and back: both lbs each time
+            run = run_playbook("playbooks/switch.yml", *inventory, "-e", f"bluegreen_color={color}")
+            assert run.returncode == 0, run.tail(4000)
+            assert live_colors(lab) == {"lb-1": color, "lb-2": color}
+        for color in (idle, live):
+            run = run_playbook("playbooks/validate.yml", *inventory, "-e", f"bluegreen_color={color}")
+            assert run.returncode == 0, run.tail(4000)
+            assert sum(run.stats[h]["changed"] for h in run.stats) == 0, run.stats
+        run = run_playbook("playbooks/status.yml", *inventory)
+        assert run.returncode == 0, run.tail(4000)
+        run = run_playbook("playbooks/retire.yml", *inventory, "-e", "bluegreen_retire_now=true")
+        assert run.returncode == 0, run.tail(4000)
+        stopped = lab.ssh(f"{idle}-1", f"curl -s -m 2 http://{lab.address(f'{idle}-1')}:9100/health")
+        assert stopped.returncode != 0, "the retired color still answers"
+        time.sleep(1)
+    finally:
+        load.stop()
+    report = load.verify()
+    assert report["failed_requests_total"] == 0, report["failed_requests"]
+    assert report["lost"] == 0, report["lost_sample"]
+    assert report["duplicates"] == 0
+    assert set(report["requests_by_url"]) == set(urls), report["requests_by_url"]
+    assert min(report["requests_by_url"].values()) > 100, report["requests_by_url"]
+
+    run = run_playbook("playbooks/teardown.yml", *inventory)
+    assert run.returncode == 0, run.tail(4000)
+    for host in lab.hosts():
+        left = lab.command("exec", host.name, "--", "ps", "-eo", "args=")
+        assert not [p for p in left.stdout.splitlines() if "supervisord" in p or "haproxy" in p], left.stdout
