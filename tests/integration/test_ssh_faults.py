@@ -9,22 +9,12 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from tests.conftest import run_playbook, start_playbook
-from tests.integration.lab import Loadgen, build_release
+from tests.integration.lab import Loadgen
 from tests.integration.sshlab import SshLab
 
 SSH_LAB = (1, 2)  # lbs, nodes a color (tests/integration/conftest.py ssh_lab)
 SINKS = ".lab/sshlab/hosts/*/upper/opt/logplatform/sink/*.ndjson"
-
-
-@pytest.fixture(scope="module")
-def site(ssh_lab: SshLab) -> SshLab:
-    build_release("1.1.0")
-    run = run_playbook("playbooks/site.yml", "-i", str(ssh_lab.inventory))
-    assert run.returncode == 0, run.tail(4000)
-    return ssh_lab
 
 
 def live_color(lab: SshLab) -> str:
@@ -61,15 +51,15 @@ def assert_nothing_lost(load: Loadgen) -> None:
 
 
 def test_a_green_host_whose_sshd_is_stopped_fails_the_deploy_before_the_switch_naming_it(
-    site: SshLab, tmp_path
+    ssh_site: SshLab, tmp_path
 ):
-    lab = site
+    lab = ssh_site
     live = live_color(lab)
     idle = "green" if live == "blue" else "blue"
     target = f"{idle}-1"
     sshd = processes(lab, target, "sshd")
     assert sshd, f"no sshd on {target}"
-    load = Loadgen(tmp_path / "load", rate=60, url=f"http://{lab.address('lb-1')}:8080/v1/logs", sinks=SINKS)
+    load = lb_load(lab, tmp_path)
     try:
         # every sshd of the host (the listener and the sessions ssh's control masters hold): unreachable
         assert lab.command("exec", target, "--", "kill", *map(str, sshd)).returncode == 0
@@ -91,17 +81,23 @@ def test_a_green_host_whose_sshd_is_stopped_fails_the_deploy_before_the_switch_n
     assert_nothing_lost(load)
 
 
+def lb_load(lab: SshLab, tmp_path) -> Loadgen:
+    """Load at 60 batches/s to the lab's one lb."""
+    url = f"http://{lab.address('lb-1')}:8080/v1/logs"
+    return Loadgen(tmp_path / "load", rate=60, urls=[url], sinks=SINKS)
+
+
 def deploy_args(lab: SshLab, version: str) -> tuple[str, ...]:
     return ("-i", str(lab.inventory), "-e", f"bluegreen_version={version}")
 
 
-def test_a_green_node_killed_after_validation_is_refused_by_the_switch_gate(site: SshLab, tmp_path):
-    lab = site
+def test_a_green_node_killed_after_validation_is_refused_by_the_switch_gate(ssh_site: SshLab, tmp_path):
+    lab = ssh_site
     live = live_color(lab)
     idle = "green" if live == "blue" else "blue"
     target = f"{idle}-1"
     version = "1.1.0" if state(lab)["versions"][idle] != "1.1.0" else "1.0.0"
-    load = Loadgen(tmp_path / "load", rate=60, url=f"http://{lab.address('lb-1')}:8080/v1/logs", sinks=SINKS)
+    load = lb_load(lab, tmp_path)
     deploy = start_playbook("playbooks/deploy.yml", *deploy_args(lab, version), new_session=True)
     try:
         deploy.wait_for_event(lambda e: e.get("type") == "stage_start" and e.get("stage") == "switch")
@@ -145,13 +141,13 @@ def cut_ssh_connections(address: str, seconds: float) -> int:
     return cuts
 
 
-def test_ssh_connections_cut_mid_provision_fail_the_run_and_a_rerun_completes(site: SshLab, tmp_path):
-    lab = site
+def test_ssh_connections_cut_mid_provision_fail_the_run_and_a_rerun_completes(ssh_site: SshLab, tmp_path):
+    lab = ssh_site
     live = live_color(lab)
     idle = "green" if live == "blue" else "blue"
     target = f"{idle}-1"
     version = "1.1.0" if state(lab)["versions"][idle] != "1.1.0" else "1.0.0"
-    load = Loadgen(tmp_path / "load", rate=60, url=f"http://{lab.address('lb-1')}:8080/v1/logs", sinks=SINKS)
+    load = lb_load(lab, tmp_path)
     deploy = start_playbook("playbooks/deploy.yml", *deploy_args(lab, version), new_session=True)
     try:
         deploy.wait_for_event(lambda e: e.get("type") == "stage_start" and e.get("stage") == "provision")
