@@ -127,13 +127,18 @@ def read_file(path: Path) -> dict[str, Any]:
     return out
 
 
-def parse_lb_state_dirs(text: str) -> dict[str, str]:
-    """`NAME=DIR,NAME=DIR` -> {name: absolute dir}, in order; refuses an entry it cannot use, naming it."""
+def parse_lb_state_dirs(value: str | Mapping[str, str]) -> dict[str, str]:
+    """`NAME=DIR,NAME=DIR` (or a TOML table, or what this returned: resolve() may run on a resolved
+    config) -> {name: absolute dir}, in order; refuses an entry it cannot use, naming it."""
+    if isinstance(value, Mapping):
+        pairs = [(str(name).strip(), "=", str(path).strip()) for name, path in value.items()]
+    else:
+        pairs = [tuple(x.strip() for x in part.strip().partition("=")) for part in str(value).split(",")]
     out: dict[str, str] = {}
-    for entry in (part.strip() for part in text.split(",")):
+    for name, sep, path in pairs:
+        entry = f"{name}{sep}{path}"
         if not entry:
             continue
-        name, sep, path = (x.strip() for x in entry.partition("="))
         if not sep or not name or not path:
             raise ConfigError(f"LB_STATE_DIRS: {entry!r} is not NAME=DIR")
         if name in out:
@@ -148,6 +153,7 @@ def resolve(values: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
     config = {key: _coerce(key, values.get(key, default)) for key, (default, _) in DEFAULTS.items()}
+    config["LB_STATE_DIRS"] = values.get("LB_STATE_DIRS") or ""
     project = Path(config["PROJECT_DIR"]).resolve()
     config["PROJECT_DIR"] = str(project)
     derived = {

@@ -63,3 +63,14 @@ def test_lb_state_dirs_are_name_dir_pairs(tmp_path: Path):
         config.load(env={"BLUEGREEN_WEBUI_LB_STATE_DIRS": "lb-1=/x,lb-2"})
     with pytest.raises(config.ConfigError, match="lb 'lb-1' is named twice"):
         config.load({"LB_STATE_DIRS": "lb-1=/x,lb-1=/y"}, env={})
+
+
+def test_a_resolved_config_resolves_to_itself(tmp_path: Path):
+    """`python -m webui` loads the config, then create_app() resolves it again: LB_STATE_DIRS is a dict
+    by then (empty or not), and a TOML table of lbs is accepted as well."""
+    for dirs in ("", f"lb-1={tmp_path}/a,lb-2={tmp_path}/b"):
+        loaded = config.load({"LB_STATE_DIRS": dirs, "DATA_DIR": str(tmp_path)}, env={})
+        assert config.resolve(loaded) == loaded
+    toml = tmp_path / "webui.toml"
+    toml.write_text(f'[lb_state_dirs]\nlb-1 = "{tmp_path}/a"\n')
+    assert config.load({"CONFIG_FILE": str(toml)}, env={})["LB_STATE_DIRS"] == {"lb-1": str(tmp_path / "a")}
