@@ -411,11 +411,18 @@ def free_id() -> int:
     return next(uid for uid in range(2000, 60000) if uid not in taken)
 
 
-def hidden_trees() -> list[str]:
+# a host's own, empty at first (sshlab_init.py's FRESH and tmpfs mounts): a checkout under them is not there
+OWN_TREES = {"home", "root", "tmp", "run"}
+
+
+def hidden_trees(checkout: Path = CHECKOUT) -> list[str]:
     """What a host must not see of the machine: the checkout (the controller's), and the top-level folder
-    holding it unless the system needs that folder (as /work here; /tmp and /root are the host's own)."""
-    top = Path("/", CHECKOUT.parts[1])
-    return [str(CHECKOUT)] + ([str(top)] if CHECKOUT.parts[1] not in SYSTEM_TREES else [])
+    holding it unless the system needs that folder (as /work here). Nothing under a tree the host has
+    its own of (a clone in /tmp: the host's /tmp is a fresh tmpfs, without the folder to mount over)."""
+    top = checkout.parts[1]
+    if top in OWN_TREES:
+        return []
+    return [str(checkout)] + ([str(Path("/", top))] if top not in SYSTEM_TREES else [])
 
 
 def child_of(pid: int) -> int:
