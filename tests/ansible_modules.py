@@ -44,20 +44,27 @@ def load(name: str):
 
 
 def run_module(name: str, args: dict, check_mode: bool = False) -> tuple[bool, dict]:
-    """(failed, result) of one module run."""
+    """(failed, result) of one module run; the run's `module.warn()`s in the result's `warnings`, as
+    Ansible shows them (not ansible's process-wide warning list: other tests in the worker share it)."""
     module = load(name)
     if check_mode:
         args = {**args, "_ansible_check_mode": True}
+    warnings: list[str] = []
     with (
         patch_module_args(args),
-        mock.patch.multiple(basic.AnsibleModule, exit_json=_exit_json, fail_json=_fail_json),
+        mock.patch.multiple(
+            basic.AnsibleModule,
+            exit_json=_exit_json,
+            fail_json=_fail_json,
+            warn=lambda _self, warning: warnings.append(warning),
+        ),
     ):
         try:
             module.main()
         except AnsibleExitJson as done:
-            return False, done.result
+            return False, {**done.result, "warnings": warnings}
         except AnsibleFailJson as failed:
-            return True, failed.result
+            return True, {**failed.result, "warnings": warnings}
     raise AssertionError(f"module {name} returned without exit_json or fail_json")
 
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from ansible.module_utils.common.warnings import get_warning_messages
 
 from tests.ansible_modules import run_module
 from tests.unit import haproxy_fixture
@@ -181,7 +180,7 @@ def test_a_server_the_lua_mirror_holds_is_kept_in_maintenance_and_named(lab, tmp
     failed, result = apply(lb, config)
     assert not failed, result
     assert result["kept"] == ["bg_green/green-2"] and result["removed"] == []
-    assert any("green-2" in warning and "next reload" in warning for warning in get_warning_messages())
+    assert any("green-2" in warning and "next reload" in warning for warning in result["warnings"])
     assert lb.server_status()["bg_green/green-2"] == "MAINT"
     assert {lb.request(lb.preview_port, "POST", "/v1/logs") for _ in range(6)} == {200}
 

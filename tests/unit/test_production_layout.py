@@ -355,9 +355,10 @@ class Host:
         )
 
     def processes(self) -> list[dict[str, str]]:
-        """`ps` on the host: user, pid, ppid and command line of every process, and `program`: which of
+        """`ps` on the host: user, pid, ppid and whole command line (-ww: not cut at COLUMNS, which
+        pytest-xdist sets to 80) of every process, and `program`: which of
         supervisord, logplatform and haproxy it runs (the first two run as `venv/bin/python <script>`)."""
-        ps = self.run("ps", "-eo", "user:32=,pid=,ppid=,args=")
+        ps = self.run("ps", "-ww", "-eo", "user:32=,pid=,ppid=,args=")
         assert ps.returncode == 0, ps.stderr
         found = []
         for line in ps.stdout.splitlines():
