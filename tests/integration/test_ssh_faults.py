@@ -9,12 +9,15 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.conftest import run_playbook, start_playbook
 from tests.integration.lab import Loadgen
 from tests.integration.sshlab import SshLab
 
 SSH_LAB = (1, 2)  # lbs, nodes a color (tests/integration/conftest.py ssh_lab)
 SINKS = ".lab/sshlab/hosts/*/upper/opt/logplatform/sink/*.ndjson"
+STATE_DIR = "/var/lib/bluegreen/state"  # the lb's (inventories/lab/group_vars/lb.yml)
 
 
 def live_color(lab: SshLab) -> str:
@@ -24,7 +27,7 @@ def live_color(lab: SshLab) -> str:
 
 
 def state(lab: SshLab) -> dict:
-    done = lab.ssh("lb-1", "sudo cat /var/lib/bluegreen/state/state.json")
+    done = lab.ssh("lb-1", f"sudo cat {STATE_DIR}/state.json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -50,33 +53,39 @@ def assert_nothing_lost(load: Loadgen) -> None:
     assert report["duplicates"] == 0
 
 
+@pytest.mark.parametrize("hosts", [1, 2], ids=["one-idle-host", "every-idle-host"])
 def test_a_green_host_whose_sshd_is_stopped_fails_the_deploy_before_the_switch_naming_it(
-    ssh_site: SshLab, tmp_path
+    ssh_site: SshLab, tmp_path, hosts: int
 ):
+    """One idle host unreachable: Ansible drops it and goes on with the other. Every idle host
+    unreachable: Ansible would end the whole playbook, lb plays included (run/reach_node.yml keeps
+    them). Either way the run fails naming the host, and releases its lock."""
     lab = ssh_site
     live = live_color(lab)
     idle = "green" if live == "blue" else "blue"
-    target = f"{idle}-1"
-    sshd = processes(lab, target, "sshd")
-    assert sshd, f"no sshd on {target}"
+    targets = [f"{idle}-{i}" for i in range(1, hosts + 1)]
     load = lb_load(lab, tmp_path)
     try:
-        # every sshd of the host (the listener and the sessions ssh's control masters hold): unreachable
-        assert lab.command("exec", target, "--", "kill", *map(str, sshd)).returncode == 0
+        for target in targets:
+            # every sshd of the host (the listener, the sessions ssh's control masters hold): unreachable
+            sshd = processes(lab, target, "sshd")
+            assert sshd, f"no sshd on {target}"
+            assert lab.command("exec", target, "--", "kill", *map(str, sshd)).returncode == 0
         run = run_playbook("playbooks/deploy.yml", "-i", str(lab.inventory), "-e", "bluegreen_version=1.1.0")
         assert run.returncode != 0
         failure = run.failure
         assert failure is not None, run.tail(3000)
-        assert (failure["stage"], failure["host"]) == ("validate", target), failure
+        assert (failure["stage"], failure["host"]) == ("validate", targets[0]), failure
         assert "not reachable over SSH" in failure["observed"]
+        assert all(target in failure["observed"] for target in targets), failure
         assert "Traffic never moved" in run.message, run.message
-        assert not run.of_type("stage_start") or "switch" not in [
-            e["stage"] for e in run.of_type("stage_start")
-        ]
+        assert "switch" not in [e["stage"] for e in run.of_type("stage_start")]
         assert live_color(lab) == live
         assert state(lab)["live"] == live
+        assert lab.ssh("lb-1", f"sudo test -e {STATE_DIR}/deploy.lock").returncode == 1, "lock still held"
     finally:
-        lab.command("exec", target, "--", "/usr/sbin/sshd", "-f", "/etc/ssh/sshd_config")
+        for target in targets:
+            lab.command("exec", target, "--", "/usr/sbin/sshd", "-f", "/etc/ssh/sshd_config")
         load.stop()
     assert_nothing_lost(load)
 
