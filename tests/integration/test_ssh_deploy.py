@@ -72,8 +72,11 @@ def test_deploy_then_rollback_over_ssh_behind_two_lbs_under_load_loses_nothing(s
     finally:
         for load in loads:
             load.stop()
-    for load in loads:
+    for lb, load in zip(("lb-1", "lb-2"), loads, strict=True):
         report = load.verify()
+        # the figures, for a report (pytest -rP)
+        print(f"{lb}: {report['acked_entries']} entries acked, {report['failed_requests_total']} requests "
+              f"failed, {report['lost']} lost, by color {report['by_color']}")  # fmt: skip
         assert report["acked_entries"] > 1000
         assert report["failed_requests_total"] == 0, report["failed_requests"]
         assert report["lost"] == 0, report["lost_sample"]
