@@ -299,7 +299,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    store = args.store or (DEFAULT_TOOLS / args.package if args.package else DEFAULT_STORE)
+    # absolute: the build runs pip in another directory, where a relative store would name another place
+    store = (args.store or (DEFAULT_TOOLS / args.package if args.package else DEFAULT_STORE)).resolve()
     if args.list:
         for version in list_releases(store):
             print(version)

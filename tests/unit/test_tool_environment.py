@@ -66,3 +66,14 @@ def test_the_command_line_builds_into_the_store_it_is_given(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == f"supervisor {VERSION}: {store / VERSION}"
     assert main(["release", "--package", "supervisor", "4.3.0\n", "--store", str(store)]) == 2
     assert "invalid release version" in capsys.readouterr().err
+
+
+def test_a_relative_store_is_the_one_under_the_working_directory(tmp_path, monkeypatch, capsys):
+    """`--store rel`: the build runs pip in a folder of its own, where a relative store named another
+    place (`rel/.build-x/rel/.build-x/wheels`: pip failed)."""
+    from bluegreen.cli import main  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["release", "--package", "supervisor", VERSION, "--store", "rel"]) == 0
+    assert capsys.readouterr().out.strip() == f"supervisor {VERSION}: {tmp_path / 'rel' / VERSION}"
+    assert (tmp_path / "rel" / VERSION / "manifest.json").is_file()
