@@ -90,6 +90,38 @@ def test_a_green_host_whose_sshd_is_stopped_fails_the_deploy_before_the_switch_n
     assert_nothing_lost(load)
 
 
+def test_every_live_host_unreachable_fails_the_configuration_gate_and_releases_the_lock(
+    ssh_site: SshLab, tmp_path
+):
+    """The live color's hosts are the baseline the idle color's configuration is compared with: with none
+    reachable over SSH, config_matches_live fails saying why, traffic never moves, the lock is released
+    (without run/reach_node.yml, Ansible ended the playbook in the baseline play, lock held)."""
+    lab = ssh_site
+    live, _, _, version = next_deploy(lab)
+    live_hosts = [f"{live}-{i}" for i in (1, 2)]
+    load = lb_load(lab, tmp_path)
+    try:
+        for host in live_hosts:
+            assert (
+                lab.command("exec", host, "--", "kill", *map(str, processes(lab, host, "sshd"))).returncode
+                == 0
+            )
+        run = run_playbook("playbooks/deploy.yml", *deploy_args(lab, version))
+        assert run.returncode != 0
+        failure = run.failure
+        assert failure is not None, run.tail(3000)
+        assert (failure["stage"], failure["check"]) == ("validate", "config_matches_live"), failure
+        assert "not reachable over SSH" in run.message, run.message
+        assert "Traffic never moved" in run.message, run.message
+        assert live_color(lab) == live
+        assert lab.ssh("lb-1", f"sudo test -e {STATE_DIR}/deploy.lock").returncode == 1, "lock still held"
+    finally:
+        for host in live_hosts:
+            lab.command("exec", host, "--", "/usr/sbin/sshd", "-f", "/etc/ssh/sshd_config")
+        load.stop()
+    assert_nothing_lost(load)
+
+
 def lb_load(lab: SshLab, tmp_path) -> Loadgen:
     """Load at 60 batches/s to the lab's one lb."""
     url = f"http://{lab.address('lb-1')}:8080/v1/logs"
@@ -100,12 +132,18 @@ def deploy_args(lab: SshLab, version: str) -> tuple[str, ...]:
     return ("-i", str(lab.inventory), "-e", f"bluegreen_version={version}")
 
 
-def test_a_green_node_killed_after_validation_is_refused_by_the_switch_gate(ssh_site: SshLab, tmp_path):
-    lab = ssh_site
+def next_deploy(lab: SshLab) -> tuple[str, str, str, str]:
+    """(live color, idle color, the idle color's first host, a release the idle color does not run):
+    what a fault test's deploy moves, whatever the tests before it left live."""
     live = live_color(lab)
     idle = "green" if live == "blue" else "blue"
-    target = f"{idle}-1"
     version = "1.1.0" if state(lab)["versions"][idle] != "1.1.0" else "1.0.0"
+    return live, idle, f"{idle}-1", version
+
+
+def test_a_green_node_killed_after_validation_is_refused_by_the_switch_gate(ssh_site: SshLab, tmp_path):
+    lab = ssh_site
+    live, idle, target, version = next_deploy(lab)
     load = lb_load(lab, tmp_path)
     deploy = start_playbook("playbooks/deploy.yml", *deploy_args(lab, version), new_session=True)
     try:
@@ -124,10 +162,13 @@ def test_a_green_node_killed_after_validation_is_refused_by_the_switch_gate(ssh_
         assert run.returncode != 0
         failure = run.failure
         assert failure is not None and failure["stage"] == "switch", run.tail(3000)
-        # refused by the gate: HAProxy has seen the node down already, or the node does not answer /version
         observed = failure["observed"]
         assert f"switch to {idle} on lb lb-1 refused, {live} stays live" in observed, failure
-        assert f"{target} (DOWN" in observed or f"node {target} of {idle} did not answer /version" in observed
+        # HAProxy has it DOWN, or going down (UP 1/2, its last check failed: L4CON), or its /version is silent
+        assert (
+            f"{idle} is not up in HAProxy: {target} (" in observed
+            or f"node {target} of {idle} did not answer /version" in observed
+        ), observed
         assert live_color(lab) == live
         assert state(lab)["live"] == live
     finally:
@@ -152,10 +193,7 @@ def cut_ssh_connections(address: str, seconds: float) -> int:
 
 def test_ssh_connections_cut_mid_provision_fail_the_run_and_a_rerun_completes(ssh_site: SshLab, tmp_path):
     lab = ssh_site
-    live = live_color(lab)
-    idle = "green" if live == "blue" else "blue"
-    target = f"{idle}-1"
-    version = "1.1.0" if state(lab)["versions"][idle] != "1.1.0" else "1.0.0"
+    live, idle, target, version = next_deploy(lab)
     load = lb_load(lab, tmp_path)
     deploy = start_playbook("playbooks/deploy.yml", *deploy_args(lab, version), new_session=True)
     try:
