@@ -57,6 +57,16 @@ class SshLab:
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
+    def processes(self, name: str) -> list[dict[str, str]]:
+        """Every process of host `name`, as its own `ps` sees them (inside its PID namespace): pid, ppid,
+        user (as the host's /etc/passwd names it; `user:32`, else ps shows `logplatform` as `logplat+`),
+        comm and the whole command line (`-ww`: ps cuts it at COLUMNS, which pytest-xdist sets to 80)."""
+        done = self.command("exec", name, "--", "ps", "-ww", "-eo", "pid=,ppid=,user:32=,comm=,args=")
+        assert done.returncode == 0, done.stderr
+        keys = ("pid", "ppid", "user", "comm", "args")
+        rows = [line.split(None, 4) for line in done.stdout.splitlines() if line.strip()]
+        return [dict(zip(keys, row + [""] * (len(keys) - len(row)), strict=True)) for row in rows]
+
     def upper(self, name: str) -> Path:
         """The machine's view of what host `name` wrote (its overlay's upper layer)."""
         return self.root / "hosts" / name / "upper"

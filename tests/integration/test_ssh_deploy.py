@@ -24,23 +24,13 @@ def live_colors(lab: SshLab) -> dict[str, str]:
     return colors
 
 
-def processes(lab: SshLab, host: str) -> list[dict[str, str]]:
-    """Every process on a lab host (its own PID namespace), with its user's name as the host's
-    /etc/passwd spells it (`user:32`: ps shows a name longer than 8 characters as `logplat+`), and
-    whole command lines (`-ww`: ps cuts them at COLUMNS, which pytest-xdist sets to 80)."""
-    done = lab.command("exec", host, "--", "ps", "-ww", "-eo", "pid=,ppid=,user:32=,args=")
-    assert done.returncode == 0, done.stderr
-    rows = [line.split(None, 3) for line in done.stdout.splitlines() if line.strip()]
-    return [dict(zip(("pid", "ppid", "user", "args"), row, strict=True)) for row in rows]
-
-
 def test_services_run_under_their_own_users_on_the_lab_hosts(ssh_site: SshLab):
     """The production layout (inventories/lab/group_vars): on every node host the node runs as
     logplatform; on every lb the HAProxy master is root (it binds, reloads) and its worker has
     dropped to haproxy; neither is the connecting user (deploy)."""
     lab = ssh_site
     for host in lab.hosts():
-        procs = processes(lab, host.name)
+        procs = lab.processes(host.name)
         if host.name.startswith("lb-"):
             haproxy = [p for p in procs if p["args"].startswith("/usr/sbin/haproxy")]
             masters = [p for p in haproxy if p["ppid"] not in {h["pid"] for h in haproxy}]
@@ -123,5 +113,5 @@ def test_every_other_playbook_runs_over_ssh_under_load_spread_over_both_lbs(ssh_
     run = run_playbook("playbooks/teardown.yml", *inventory)
     assert run.returncode == 0, run.tail(4000)
     for host in lab.hosts():
-        left = lab.command("exec", host.name, "--", "ps", "-ww", "-eo", "args=")
-        assert not [p for p in left.stdout.splitlines() if "supervisord" in p or "haproxy" in p], left.stdout
+        left = [p["args"] for p in lab.processes(host.name)]
+        assert not [args for args in left if "supervisord" in args or "haproxy" in args], left

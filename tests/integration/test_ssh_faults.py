@@ -3,11 +3,13 @@ two nodes a color of the SSH lab (bluegreen/sshlab.py); the load goes to the lb'
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -32,17 +34,33 @@ def state(lab: SshLab) -> dict:
     return json.loads(done.stdout)
 
 
-def processes(lab: SshLab, host: str, name: str) -> list[int]:
+def pids(lab: SshLab, host: str, name: str) -> list[str]:
     """PIDs of host's processes whose command is `name` (read inside the host's PID namespace)."""
-    return [pid for pid, comm, _ in process_table(lab, host) if comm == name]
+    return [p["pid"] for p in lab.processes(host) if p["comm"] == name]
 
 
-def process_table(lab: SshLab, host: str) -> list[tuple[int, str, str]]:
-    """(pid, command name, command line) of every process of the host, as its own `ps` sees them."""
-    done = lab.command("exec", host, "--", "ps", "-ww", "-eo", "pid=,comm=,args=")
-    assert done.returncode == 0, done.stderr
-    rows = [line.split(None, 2) for line in done.stdout.splitlines() if line.strip()]
-    return [(int(row[0]), row[1], row[2] if len(row) > 2 else "") for row in rows]
+@contextlib.contextmanager
+def sshd_stopped(lab: SshLab, hosts: list[str]) -> Iterator[None]:
+    """Every sshd of each host killed (the listener, and the sessions ssh's control masters hold): the
+    hosts are unreachable over SSH until the block ends, when their sshd starts again."""
+    try:
+        for host in hosts:
+            assert pids(lab, host, "sshd"), f"no sshd on {host}"
+            # by name, not by the PIDs just listed: a session's sshd may end by itself in between (kill
+            # then fails on its PID: seen once)
+            lab.command("exec", host, "--", "pkill", "-x", "sshd")
+            deadline = time.monotonic() + 10
+            while pids(lab, host, "sshd"):
+                assert time.monotonic() < deadline, f"sshd still runs on {host}"
+                time.sleep(0.1)
+        yield
+    finally:
+        for host in hosts:
+            lab.command("exec", host, "--", "/usr/sbin/sshd", "-f", "/etc/ssh/sshd_config")
+
+
+def lock_held(lab: SshLab) -> bool:
+    return lab.ssh("lb-1", f"sudo test -e {STATE_DIR}/deploy.lock").returncode == 0
 
 
 def assert_nothing_lost(load: Loadgen) -> None:
@@ -66,12 +84,8 @@ def test_a_green_host_whose_sshd_is_stopped_fails_the_deploy_before_the_switch_n
     targets = [f"{idle}-{i}" for i in range(1, hosts + 1)]
     load = lb_load(lab, tmp_path)
     try:
-        for target in targets:
-            # every sshd of the host (the listener, the sessions ssh's control masters hold): unreachable
-            sshd = processes(lab, target, "sshd")
-            assert sshd, f"no sshd on {target}"
-            assert lab.command("exec", target, "--", "kill", *map(str, sshd)).returncode == 0
-        run = run_playbook("playbooks/deploy.yml", "-i", str(lab.inventory), "-e", "bluegreen_version=1.1.0")
+        with sshd_stopped(lab, targets):
+            run = run_playbook("playbooks/deploy.yml", *deploy_args(lab, "1.1.0"))
         assert run.returncode != 0
         failure = run.failure
         assert failure is not None, run.tail(3000)
@@ -82,10 +96,8 @@ def test_a_green_host_whose_sshd_is_stopped_fails_the_deploy_before_the_switch_n
         assert "switch" not in [e["stage"] for e in run.of_type("stage_start")]
         assert live_color(lab) == live
         assert state(lab)["live"] == live
-        assert lab.ssh("lb-1", f"sudo test -e {STATE_DIR}/deploy.lock").returncode == 1, "lock still held"
+        assert not lock_held(lab), "lock still held"
     finally:
-        for target in targets:
-            lab.command("exec", target, "--", "/usr/sbin/sshd", "-f", "/etc/ssh/sshd_config")
         load.stop()
     assert_nothing_lost(load)
 
@@ -101,12 +113,8 @@ def test_every_live_host_unreachable_fails_the_configuration_gate_and_releases_t
     live_hosts = [f"{live}-{i}" for i in (1, 2)]
     load = lb_load(lab, tmp_path)
     try:
-        for host in live_hosts:
-            assert (
-                lab.command("exec", host, "--", "kill", *map(str, processes(lab, host, "sshd"))).returncode
-                == 0
-            )
-        run = run_playbook("playbooks/deploy.yml", *deploy_args(lab, version))
+        with sshd_stopped(lab, live_hosts):
+            run = run_playbook("playbooks/deploy.yml", *deploy_args(lab, version))
         assert run.returncode != 0
         failure = run.failure
         assert failure is not None, run.tail(3000)
@@ -114,10 +122,8 @@ def test_every_live_host_unreachable_fails_the_configuration_gate_and_releases_t
         assert "not reachable over SSH" in run.message, run.message
         assert "Traffic never moved" in run.message, run.message
         assert live_color(lab) == live
-        assert lab.ssh("lb-1", f"sudo test -e {STATE_DIR}/deploy.lock").returncode == 1, "lock still held"
+        assert not lock_held(lab), "lock still held"
     finally:
-        for host in live_hosts:
-            lab.command("exec", host, "--", "/usr/sbin/sshd", "-f", "/etc/ssh/sshd_config")
         load.stop()
     assert_nothing_lost(load)
 
@@ -152,10 +158,11 @@ def test_a_green_node_killed_after_validation_is_refused_by_the_switch_gate(ssh_
         # first, so nothing restarts it), so that the gate surely runs after
         os.killpg(deploy.pid, signal.SIGSTOP)
         try:
-            doomed = [pid for pid, _, args in process_table(lab, target) if "supervisord" in args]
-            doomed += [pid for pid, _, args in process_table(lab, target) if "logplatform" in args]
-            assert len(doomed) >= 2, process_table(lab, target)
-            assert lab.command("exec", target, "--", "kill", "-KILL", *map(str, doomed)).returncode == 0
+            table = lab.processes(target)
+            doomed = [p["pid"] for p in table if "supervisord" in p["args"]]
+            doomed += [p["pid"] for p in table if "logplatform" in p["args"]]
+            assert len(doomed) >= 2, table
+            assert lab.command("exec", target, "--", "kill", "-KILL", *doomed).returncode == 0
         finally:
             os.killpg(deploy.pid, signal.SIGCONT)
         run = deploy.wait()
